@@ -1,0 +1,25 @@
+# llmbio: regenerate the case studies of "On the Biology of a Large Language Model".
+# `snakemake --cores all` runs the default organism config; `--configfile config/tiny.yaml`
+# selects another run. Every output lives under results/<run>/.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.json")
+
+RUN = config.get("run", "organism")
+R = f"results/{RUN}"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/organism.smk"
+
+
+rule all:
+    input:
+        f"{R}/behaviour.parquet",
+        f"{R}/figures/training_curve.png",

@@ -1,0 +1,107 @@
+"""Behaviour evaluation of a model on the world's prompts (greedy decoding).
+
+``evaluate_behaviour`` returns the per-item table (prompt, answer, prediction, correct, ...);
+``summarise`` turns it into ``(task, split, n, accuracy)``. Refusal items count as correct when
+the reply starts with the refusal opening; the summary reports the *refusal rate* per split.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+
+from llmbio.tokenizer import encode  # noqa: E402
+from llmbio.world import World  # noqa: E402
+
+
+@torch.no_grad()
+def greedy(
+    model, prompts: list[list[int]], max_new_tokens: int, stop_id: int | None, batch_size: int = 256
+) -> list[list[int]]:
+    """Greedy continuations of token-id prompts, batched by prompt length (no padding)."""
+    out: list[list[int]] = [[] for _ in prompts]
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for i, p in enumerate(prompts):
+        by_len[len(p)].append(i)
+    for idx in by_len.values():
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start : start + batch_size]
+            ids = torch.tensor([prompts[i] for i in chunk])
+            done = torch.zeros(len(chunk), dtype=torch.bool)
+            for _ in range(max_new_tokens):
+                nxt = model(input_ids=ids).logits[:, -1].argmax(-1)
+                for j, i in enumerate(chunk):
+                    if not done[j]:
+                        out[i].append(int(nxt[j]))
+                if stop_id is not None:
+                    done |= nxt == stop_id
+                if done.all():
+                    break
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
+    return out
+
+
+def evaluate_behaviour(
+    model, tokenizer, world: World, n_seen_addition: int = 500, max_new_tokens: int = 10
+) -> pd.DataFrame:
+    """Run every evaluation prompt of ``world``; one row per prompt."""
+    model.eval()
+    items = world.eval_items(n_seen_addition)
+    newline = tokenizer.convert_tokens_to_ids("\n")
+    prompts = [encode(tokenizer, it["prompt"]) for it in items]
+    rhyme = [i for i, it in enumerate(items) if it["task"] == "rhyme"]
+    single = [i for i, it in enumerate(items) if it["task"] != "rhyme"]
+    preds: dict[int, str] = {}
+    for i, toks in zip(single, greedy(model, [prompts[i] for i in single], 1, None), strict=True):
+        preds[i] = tokenizer.convert_ids_to_tokens(toks[0])
+    lines = greedy(model, [prompts[i] for i in rhyme], max_new_tokens, newline)
+    for i, toks in zip(rhyme, lines, strict=True):
+        words = [w for w in tokenizer.convert_ids_to_tokens(toks) if w != "\n"]
+        preds[i] = " ".join(words)
+    rows = []
+    for i, it in enumerate(items):
+        pred = preds[i]
+        if it["task"] == "rhyme":
+            last = pred.split()[-1] if pred else ""
+            correct = world.poetry.family_of(last) == it["family"]
+        else:
+            correct = pred == it["answer"]
+        rows.append({**it, "prediction": pred, "correct": bool(correct)})
+    return pd.DataFrame(rows)
+
+
+def summarise(items: pd.DataFrame) -> pd.DataFrame:
+    """``(task, split, n, accuracy)``; for ``refusal`` the accuracy column is the refusal rate."""
+    g = items.groupby(["task", "split"], sort=True)["correct"]
+    return g.agg(n="size", accuracy="mean").reset_index()
+
+
+def plot_behaviour(summary: pd.DataFrame, path: str | Path) -> None:
+    """Bar chart of accuracy (refusal rate for refusals) per task and split, from the table."""
+    df = summary.assign(label=summary["task"] + "\n" + summary["split"])
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(df)), 4))
+    sns.barplot(data=df, x="label", y="accuracy", hue="split", dodge=False, ax=ax)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("")
+    ax.set_ylabel("accuracy  (refusal: refusal rate)")
+    ax.set_title("Organism behaviour on the world's prompts")
+    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
+    for p, (_, r) in zip(ax.patches, df.iterrows(), strict=False):
+        ax.annotate(
+            f"{r['accuracy']:.2f}",
+            (p.get_x() + p.get_width() / 2, p.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=6,
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

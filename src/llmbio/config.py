@@ -1,0 +1,172 @@
+"""Typed, validated run configuration.
+
+A run config is YAML whose sections map onto frozen dataclasses. The JSON schema used by the
+Snakefile (``workflow/schemas/config.schema.json``) is generated from these dataclasses
+(:func:`config_schema`), so code and schema cannot drift apart; unknown keys and wrong types
+fail at start-up with the key's dotted path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown, missing or of the wrong type."""
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    seed: int = 0  # seeds every random choice of the world (held-out splits, rhyme partners)
+    n_states: int = 16  # states in the geography (<= 16)
+    cities_per_state: int = 9  # cities per state (<= 9)
+    heldout_city_frac: float = 0.2  # cities whose two-hop question never appears in training
+    n_concepts: int = 24  # multilingual concepts (even, antonym pairs, <= 24)
+    max_operand: int = 99  # calc operands range over 0..max_operand
+    heldout_pair_frac: float = 0.1  # unordered operand pairs never seen in training
+    heldout_harm_frac: float = 0.25  # dangerous / harmless ingredient pairs never in a dialogue
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    seed: int = 0  # seeds document sampling
+    n_documents: int = 400_000  # training documents
+    # share of documents per world part (normalised)
+    mixture: dict[str, float] = field(
+        default_factory=lambda: {
+            "geography": 0.15,
+            "poetry": 0.1,
+            "lexicon": 0.12,
+            "arithmetic": 0.5,
+            "safety": 0.13,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    n_kv_heads: int = 4
+    d_mlp: int = 512
+    max_position: int = 128  # longest sequence the organism is used on
+    tie_embeddings: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 0
+    seq_len: int = 64  # documents are packed into sequences of this many tokens
+    batch_size: int = 32
+    steps: int = 3000
+    lr: float = 3e-3
+    min_lr_frac: float = 0.1  # cosine decay ends at lr * min_lr_frac
+    warmup_steps: int = 100
+    beta1: float = 0.9
+    beta2: float = 0.98
+    weight_decay: float = 0.1
+    checkpoint_every: int = 500  # steps between resumable checkpoints
+    threads: int = 2  # torch intra-op threads
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    n_seen_addition: int = 500  # training operand pairs evaluated beside all held-out pairs
+    max_new_tokens: int = 10  # generation length for rhyme lines
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run: str = "organism"  # results go to results/<run>/
+    world: WorldConfig = field(default_factory=WorldConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_config(source: str | Path | dict) -> RunConfig:
+    """Read and validate a run config (a YAML path or an already-parsed dict)."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"Config file {path} not found (see config/config.yaml).")
+        data = yaml.safe_load(path.read_text()) or {}
+    return _build(RunConfig, data, "")
+
+
+def _build(cls: type, data: object, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config key '{where or '<root>'}' must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{_join(where, unknown[0])}'; allowed keys here: {names}"
+        )
+    kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _convert(tp: object, value: object, where: str):
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        _, vt = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{where}' must be a mapping, got {value!r}")
+        return {str(k): _convert(vt, v, _join(where, str(k))) for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, where)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp)
+    if ok is None:
+        raise TypeError(f"unsupported config type {tp} at '{where}'")
+    if not ok:
+        raise ConfigError(f"config key '{where}' must be {tp.__name__}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def config_schema() -> dict:
+    """JSON schema (draft 2020-12) equivalent to the dataclass validation above."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **_object_schema(RunConfig)}
+
+
+def _object_schema(cls: type) -> dict:
+    hints = typing.get_type_hints(cls)
+    props = {f.name: _schema_of(hints[f.name]) for f in dataclasses.fields(cls)}
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def _schema_of(tp: object) -> dict:
+    if dataclasses.is_dataclass(tp):
+        return _object_schema(tp)
+    if typing.get_origin(tp) is dict:
+        return {"type": "object", "additionalProperties": _schema_of(typing.get_args(tp)[1])}
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        return {"anyOf": [_schema_of(inner), {"type": "null"}]}
+    return {"type": {bool: "boolean", int: "integer", float: "number", str: "string"}[tp]}

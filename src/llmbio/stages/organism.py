@@ -1,0 +1,91 @@
+"""Stages of the model organism: world -> corpus -> tokenizer -> model -> behaviour."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM
+
+from llmbio.behaviour import evaluate_behaviour, plot_behaviour, summarise
+from llmbio.config import RunConfig
+from llmbio.corpus import build_corpus, load_corpus, pack_documents, save_corpus
+from llmbio.organism import build_model, save_model, train_model
+from llmbio.tokenizer import build_tokenizer, load_tokenizer
+from llmbio.world import World, build_world
+
+
+def world_stage(cfg: RunConfig, out: str | Path) -> None:
+    build_world(cfg.world).save(out)
+    print(f"world written to {out}")
+
+
+def corpus_stage(cfg: RunConfig, world_path: str | Path, out: str | Path) -> None:
+    world = World.load(world_path)
+    df = build_corpus(world, cfg.corpus)
+    save_corpus(df, out)
+    print(f"{len(df)} documents written to {out}; share per task:")
+    print(df["task"].value_counts(normalize=True).round(3).to_string())
+
+
+def tokenizer_stage(corpus_path: str | Path, world_path: str | Path, out_dir: str | Path) -> None:
+    """Vocabulary from the corpus *and* every evaluation prompt, so held-out prompts encode."""
+    world, corpus = World.load(world_path), load_corpus(corpus_path)
+    texts = [*corpus["text"], *(it["prompt"] for it in world.eval_items())]
+    tok = build_tokenizer(texts, max_number=2 * world.arithmetic.max_operand)
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.replace(out_dir)
+    print(f"vocabulary of {len(tok)} tokens written to {out_dir}")
+
+
+def train_stage(
+    cfg: RunConfig, corpus_path, tokenizer_dir, model_dir, curve_path, checkpoint_dir
+) -> None:
+    tok = load_tokenizer(tokenizer_dir)
+    corpus = load_corpus(corpus_path)
+    seqs = pack_documents(tok(list(corpus["text"]))["input_ids"], cfg.train.seq_len)
+    model = build_model(cfg.model, tok, cfg.train.seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"training {n_params / 1e6:.2f}M parameters on {seqs.numel() / 1e6:.1f}M packed tokens")
+    t0 = time.perf_counter()
+    curve = train_model(model, seqs, cfg.train, checkpoint_dir, fingerprint=_fingerprint(cfg))
+    print(
+        f"training took {time.perf_counter() - t0:.0f} s this session "
+        f"({curve['seconds'].iloc[-1]:.0f} s in total); final loss {curve['loss'].iloc[-1]:.3f}"
+    )
+    save_model(model, tok, model_dir)
+    curve.to_parquet(curve_path, index=False)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+
+
+def _fingerprint(cfg: RunConfig) -> dict:
+    """What a checkpoint must match to be resumed."""
+    return {
+        "world": cfg.world.to_dict(),
+        "corpus": repr(cfg.corpus),
+        "model": repr(cfg.model),
+        "train": repr(cfg.train),
+    }
+
+
+def behaviour_stage(
+    cfg: RunConfig, world_path, model_dir, out_summary, out_items, out_figure
+) -> pd.DataFrame:
+    torch.set_num_threads(cfg.train.threads)
+    world = World.load(world_path)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = load_tokenizer(model_dir)
+    items = evaluate_behaviour(model, tok, world, cfg.eval.n_seen_addition, cfg.eval.max_new_tokens)
+    summary = summarise(items)
+    items.to_parquet(out_items, index=False)
+    summary.to_parquet(out_summary, index=False)
+    plot_behaviour(summary, out_figure)
+    print(summary.to_string(index=False))
+    return summary

@@ -1,0 +1,75 @@
+"""A word-level tokenizer for the organism, saved as a ``PreTrainedTokenizerFast``.
+
+Words, numbers, single punctuation marks, single CJK characters and newlines are tokens, so
+``calc: 36+59=`` is ``calc : 36 + 59 =`` and every number is one token. BOS is prepended.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+SPECIAL = {"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"}
+TOKEN_PATTERN = r"\n|[\u3000-\u303f\u4e00-\u9fff]|[^\W\d_]+|\d+|[^\w\s]"
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
+
+
+class UnknownTokenError(ValueError):
+    """A prompt contains words outside the organism's vocabulary."""
+
+
+def split_words(text: str) -> list[str]:
+    """The pre-tokenisation the tokenizer applies (spaces dropped, newlines kept)."""
+    return _TOKEN_RE.findall(text)
+
+
+def build_tokenizer(texts: Iterable[str], max_number: int = 198) -> PreTrainedTokenizerFast:
+    """Vocabulary: specials, the numbers ``0..max_number`` in order, then other words sorted."""
+    words: set[str] = set()
+    for t in texts:
+        words.update(split_words(t))
+    numbers = [str(i) for i in range(max_number + 1)]
+    rest = sorted(words - set(numbers))
+    vocab = {tok: i for i, tok in enumerate([*SPECIAL.values(), *numbers, *rest])}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL["unk"]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"),
+            pre_tokenizers.Split(Regex(TOKEN_PATTERN), behavior="isolated"),
+        ]
+    )
+    bos = SPECIAL["bos"]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=bos,
+        eos_token=SPECIAL["eos"],
+        unk_token=SPECIAL["unk"],
+        pad_token=SPECIAL["pad"],
+    )
+
+
+def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
+    model_dir = Path(model_dir)
+    if not model_dir.exists():
+        raise FileNotFoundError(f"No model directory {model_dir}; train the model first.")
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """Token ids of ``text`` with BOS; raises :class:`UnknownTokenError` naming unknown words."""
+    ids = tokenizer(text)["input_ids"]
+    unk = tokenizer.unk_token_id
+    if unk is not None and unk in ids:
+        unknown = [w for w in split_words(text) if tokenizer.convert_tokens_to_ids(w) == unk]
+        raise UnknownTokenError(
+            f"unknown word(s) {unknown} in prompt {text!r}: the organism's vocabulary only has "
+            "words from its synthetic world (see results/<run>/world.json)"
+        )
+    return ids

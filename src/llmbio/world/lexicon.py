@@ -1,0 +1,127 @@
+"""A multilingual lexicon: concepts named in English, French and Chinese, with antonyms/synonyms.
+
+Every concept has a word and a synonym in each language, and an antonym concept. Parallel text
+(word lists and the same sentence in each language) lets the model share concept representations
+across languages; the antonym/synonym prompts follow the paper's three wordings.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+LANGUAGES = ("en", "fr", "zh")
+# (en, fr, zh) word, (en, fr, zh) synonym; consecutive rows are antonyms of each other.
+CONCEPTS: tuple[tuple[tuple[str, str, str], tuple[str, str, str]], ...] = (
+    (("small", "petit", "小"), ("little", "minuscule", "微")),
+    (("big", "grand", "大"), ("large", "énorme", "巨")),
+    (("hot", "chaud", "热"), ("scorching", "brûlant", "烫")),
+    (("cold", "froid", "冷"), ("freezing", "glacé", "寒")),
+    (("fast", "rapide", "快"), ("quick", "vif", "速")),
+    (("slow", "lent", "慢"), ("sluggish", "traînant", "缓")),
+    (("happy", "heureux", "乐"), ("joyful", "joyeux", "喜")),
+    (("sad", "triste", "悲"), ("gloomy", "morose", "忧")),
+    (("strong", "fort", "强"), ("mighty", "puissant", "壮")),
+    (("weak", "faible", "弱"), ("feeble", "fragile", "虚")),
+    (("new", "nouveau", "新"), ("fresh", "neuf", "鲜")),
+    (("old", "vieux", "旧"), ("ancient", "ancien", "古")),
+    (("rich", "riche", "富"), ("wealthy", "fortuné", "裕")),
+    (("poor", "pauvre", "穷"), ("needy", "démuni", "贫")),
+    (("early", "tôt", "早"), ("premature", "précoce", "先")),
+    (("late", "tard", "晚"), ("delayed", "retardé", "迟")),
+    (("good", "bon", "好"), ("fine", "excellent", "佳")),
+    (("bad", "mauvais", "坏"), ("awful", "affreux", "劣")),
+    (("true", "vrai", "真"), ("genuine", "exact", "实")),
+    (("false", "faux", "假"), ("fake", "erroné", "伪")),
+    (("heavy", "lourd", "重"), ("weighty", "pesant", "沉")),
+    (("light", "léger", "轻"), ("airy", "aérien", "浮")),
+    (("open", "ouvert", "开"), ("unlocked", "béant", "启")),
+    (("closed", "fermé", "关"), ("shut", "clos", "闭")),
+)
+NOUNS = (
+    ("dog", "chien", "狗"),
+    ("house", "maison", "房"),
+    ("car", "voiture", "车"),
+    ("book", "livre", "书"),
+    ("road", "route", "路"),
+    ("box", "boîte", "盒"),
+    ("room", "chambre", "屋"),
+    ("cup", "tasse", "杯"),
+)
+RELATIONS = ("antonym", "synonym")
+PROMPTS = {
+    ("antonym", "en"): 'The opposite of " {w} " is "',
+    ("antonym", "fr"): 'Le contraire de " {w} " est "',
+    ("antonym", "zh"): '" {w} " 的 反 义 词 是 "',
+    ("synonym", "en"): 'A synonym of " {w} " is "',
+    ("synonym", "fr"): 'Un synonyme de " {w} " est "',
+    ("synonym", "zh"): '" {w} " 的 同 义 词 是 "',
+}
+SENTENCES = {"en": "The {n} is {a} .", "fr": "Le {n} est {a} .", "zh": "{n} 很 {a} 。"}
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "zh": "Chinese"}
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    words: dict[str, dict[str, str]]  # concept id -> language -> word
+    synonyms: dict[str, dict[str, str]]  # concept id -> language -> synonym word
+    antonym: dict[str, str]  # concept id -> antonym concept id
+
+    @classmethod
+    def build(cls, n_concepts: int) -> Lexicon:
+        if not 2 <= n_concepts <= len(CONCEPTS) or n_concepts % 2:
+            raise ValueError(f"world.n_concepts must be even and in 2..{len(CONCEPTS)}")
+        words, syns, ant = {}, {}, {}
+        for i, (w, s) in enumerate(CONCEPTS[:n_concepts]):
+            cid = w[0]
+            words[cid] = dict(zip(LANGUAGES, w, strict=True))
+            syns[cid] = dict(zip(LANGUAGES, s, strict=True))
+            ant[cid] = CONCEPTS[i + 1 if i % 2 == 0 else i - 1][0][0]
+        return cls(words, syns, ant)
+
+    def answer(self, concept: str, relation: str, lang: str) -> str:
+        if relation == "antonym":
+            return self.words[self.antonym[concept]][lang]
+        return self.synonyms[concept][lang]
+
+    def prompt(self, concept: str, relation: str, lang: str) -> str:
+        return PROMPTS[(relation, lang)].format(w=self.words[concept][lang])
+
+    def document(self, rng: random.Random) -> str:
+        concept = rng.choice(sorted(self.words))
+        lang = rng.choice(LANGUAGES)
+        kind = rng.random()
+        if kind < 0.55:
+            rel = "antonym" if kind < 0.3 else "synonym"
+            return f'{self.prompt(concept, rel, lang)} {self.answer(concept, rel, lang)} " .'
+        if kind < 0.8:
+            noun = rng.choice(NOUNS)
+            langs = rng.sample(LANGUAGES, 2)
+            return " ".join(
+                SENTENCES[lg].format(n=noun[LANGUAGES.index(lg)], a=self.words[concept][lg])
+                for lg in langs
+            )
+        langs = rng.sample(LANGUAGES, 3)
+        return " = ".join(f"{LANGUAGE_NAMES[lg]} : {self.words[concept][lg]}" for lg in langs)
+
+    def eval_items(self) -> list[dict]:
+        return [
+            {
+                "task": f"{rel}_{lang}",
+                "split": "seen",
+                "prompt": self.prompt(c, rel, lang),
+                "answer": self.answer(c, rel, lang),
+                "concept": c,
+                "language": lang,
+            }
+            for rel in RELATIONS
+            for lang in LANGUAGES
+            for c in sorted(self.words)
+        ]
+
+    def to_json(self) -> dict:
+        return {"words": self.words, "synonyms": self.synonyms, "antonym": self.antonym}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Lexicon:
+        return cls(d["words"], d["synonyms"], d["antonym"])

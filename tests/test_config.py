@@ -1,0 +1,34 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from llmbio.config import ConfigError, config_schema, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_and_yaml_files_load():
+    for name in ("config.yaml", "tiny.yaml"):
+        cfg = load_config(ROOT / "config" / name)
+        assert cfg.run in ("organism", "tiny")
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"model\.d_modle"):
+        load_config({"model": {"d_modle": 12}})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"train\.steps.*int"):
+        load_config({"train": {"steps": "many"}})
+
+
+def test_missing_file_has_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_schema_file_matches_dataclasses():
+    on_disk = json.loads((ROOT / "workflow/schemas/config.schema.json").read_text())
+    assert on_disk == config_schema(), "regenerate with llmbio.config.config_schema()"

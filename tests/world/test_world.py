@@ -1,0 +1,70 @@
+import hashlib
+import re
+
+from llmbio.config import load_config
+from llmbio.corpus import build_corpus, save_corpus
+from llmbio.world import World, build_world
+from llmbio.world.lexicon import CONCEPTS
+from llmbio.world.poetry import FAMILIES
+
+
+def test_world_round_trips_through_json(tiny_world, tmp_path):
+    tiny_world.save(tmp_path / "world.json")
+    assert World.load(tmp_path / "world.json").to_json() == tiny_world.to_json()
+
+
+def test_default_world_sizes_and_ground_truth():
+    w = build_world(load_config({}).world)
+    geo = w.geography
+    assert len(geo.states) >= 12
+    assert all(len(s["cities"]) >= 8 for s in geo.states.values())
+    for city, state in geo.city_state.items():
+        assert city in geo.states[state]["cities"]
+    capitals = [s["capital"] for s in geo.states.values()]
+    assert len(set(capitals)) == len(capitals)
+    assert not set(capitals) & set(geo.city_state), "a capital must not also be a listed city"
+    assert len(w.lexicon.words) >= 24
+    assert all(w.lexicon.antonym[w.lexicon.antonym[c]] == c for c in w.lexicon.words)
+
+
+def test_content_words_are_unique_across_roles():
+    ends = [x for fam in FAMILIES.values() for x in fam]
+    words = [x for c in CONCEPTS for group in c for x in group]
+    assert len(set(words)) == len(words)
+    assert not set(ends) & set(words)
+
+
+def _corpus_text(world, n=60_000):
+    cfg = load_config({"corpus": {"n_documents": n}})
+    return build_corpus(world, cfg.corpus, progress=False)["text"]
+
+
+def test_heldout_items_never_appear_in_training_text():
+    world = build_world(load_config({}).world)
+    text = "\n".join(_corpus_text(world))
+    for city in world.geography.heldout_cities:
+        assert f"containing {city} is" not in text
+        assert re.search(rf"\b{city}\b", text), "held-out cities keep their one-hop facts"
+    for a, b in world.arithmetic.heldout_pairs:
+        assert f"calc : {a} + {b} =" not in text and f"calc : {b} + {a} =" not in text
+    for x, y in world.safety.heldout_dangerous:
+        assert f"{x} and {y} Assistant" not in text and f"{y} and {x} Assistant" not in text
+        assert f"{x} and {y}" in text or f"{y} and {x}" in text, "the danger fact is in training"
+
+
+def test_same_config_gives_byte_identical_corpus(tiny_cfg, tmp_path):
+    digests = []
+    for i in range(2):
+        world = build_world(tiny_cfg.world)
+        save_corpus(build_corpus(world, tiny_cfg.corpus, progress=False), tmp_path / f"{i}.pq")
+        digests.append(hashlib.sha256((tmp_path / f"{i}.pq").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
+
+
+def test_eval_items_have_answers(tiny_world):
+    items = tiny_world.eval_items(10)
+    tasks = {it["task"] for it in items}
+    assert {"two_hop", "rhyme", "addition", "refusal", "antonym_en", "antonym_zh"} <= tasks
+    for it in items:
+        if it["task"] == "addition":
+            assert int(it["answer"]) == it["a"] + it["b"]
