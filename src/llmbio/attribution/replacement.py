@@ -1,0 +1,321 @@
+"""The exact local replacement model of one prompt, run on the real Hugging Face model.
+
+Two passes, both through the model's own ``forward`` (nothing is re-implemented):
+
+1. :func:`record` runs the real model once and stores what the replacement model freezes: the
+   attention pattern of every layer (computed as the eager path does: GQA ``repeat_kv``, masks incl.
+   sliding windows, Gemma-2 logit softcapping) and the data-dependent factor of every norm, plus the
+   activations at the hook points (``hook_embed``, ``hook_resid_mid``, ``hook_mlp_out``).
+2. Inside :func:`frozen`, the same model computes ``pattern.detach() @ V`` (gradients flow only
+   through values), every norm uses its recorded factor (mean-centring of LayerNorm stays live), and
+   the residual stream entering block 0 and every MLP block's output are replaced by given tensors.
+   The frozen model is affine in those tensors; :class:`FrozenModel` exposes it.
+
+:func:`build_replacement` adds a transcoder: active features from the true ``hook_resid_mid``, their
+reconstruction and the error ``mlp_out - reconstruction``. Feeding ``reconstruction + error`` to the
+frozen model reproduces the model's logits.
+
+The model is restored on exit of every context, also on exceptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from llmbio.adapters import Adapter, get_adapter
+from llmbio.attribution.attention import FROZEN_ATTENTION, RECORD_ATTENTION, use_attention
+from llmbio.transcoder.clt import CrossLayerTranscoder
+from llmbio.transcoder.io import check_compatible
+
+
+@dataclass
+class Recording:
+    """What one real forward pass of ``n`` tokens leaves for the replacement model (batch 1)."""
+
+    input_ids: torch.Tensor  # (n,) long
+    logits: torch.Tensor  # (n, vocab): the model's own output
+    embed: torch.Tensor  # (n, D): hook_embed, the residual stream entering block 0
+    resid_mid: torch.Tensor  # (L, n, D): hook_resid_mid
+    mlp_out: torch.Tensor  # (L, n, D): hook_mlp_out
+    final_resid: torch.Tensor  # (n, D): residual stream entering the final norm
+    patterns: list[torch.Tensor]  # L x (1, H, n, n) attention probabilities
+    norm_scales: list[torch.Tensor]  # per Adapter.all_norms module: (1, n, 1)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.resid_mid.shape[0])
+
+    @property
+    def n_pos(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+class FrozenOutputs(NamedTuple):
+    resid_mid: list[torch.Tensor]  # L x (B, n, D)
+    final_normed: torch.Tensor  # (B, n, D): output of the frozen final norm
+    logits: torch.Tensor  # (B, n, vocab)
+
+
+def _as_ids(input_ids: torch.Tensor) -> torch.Tensor:
+    ids = torch.as_tensor(input_ids)
+    if ids.ndim == 2 and ids.shape[0] == 1:
+        ids = ids[0]
+    if ids.ndim != 1 or ids.dtype != torch.long or ids.numel() == 0:
+        raise ValueError(f"input_ids must be a non-empty 1-D long tensor, got {tuple(ids.shape)}.")
+    return ids
+
+
+def _swap_forward(stack: ExitStack, module: nn.Module, fn: Callable) -> None:
+    """Make ``module(...)`` call ``fn`` until ``stack`` closes (LIFO, so nested swaps unwind)."""
+    had_own = "forward" in module.__dict__
+    old = module.__dict__.get("forward")
+    module.forward = fn
+
+    def restore() -> None:
+        if had_own:
+            module.forward = old
+        else:
+            del module.forward
+
+    stack.callback(restore)
+
+
+def _pre_hook(stack: ExitStack, module: nn.Module, fn: Callable) -> None:
+    """Forward pre-hook ``fn(first_input) -> replacement or None`` on the module's first input."""
+
+    def hook(mod, args, kwargs):
+        x = args[0] if args else kwargs["hidden_states"]
+        new = fn(x)
+        if new is None:
+            return None
+        if args:
+            return (new, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": new}
+
+    stack.callback(module.register_forward_pre_hook(hook, with_kwargs=True).remove)
+
+
+def _store_scale(adapter: Adapter, norm: nn.Module, scales: list, i: int, x: torch.Tensor) -> None:
+    scales[i] = adapter.norm_scale(norm, x).detach()
+
+
+def _check_eval(model: nn.Module) -> None:
+    if model.training:
+        raise ValueError("The model is in training mode (dropout); call model.eval() first.")
+
+
+@torch.no_grad()
+def record(model: nn.Module, input_ids: torch.Tensor) -> Recording:
+    """Run the real model on ``input_ids`` ``(n,)`` and record what the replacement model needs."""
+    _check_eval(model)
+    adapter, ids = get_adapter(model), _as_ids(input_ids)
+    n_layers = adapter.n_layers(model)
+    patterns: list = [None] * n_layers
+    norms = adapter.all_norms(model)
+    scales: list = [None] * len(norms)
+    embed, resid_mid, mlp_out, final = [], [None] * n_layers, [None] * n_layers, []
+    with ExitStack() as stack:
+        use_attention(stack, model, adapter, RECORD_ATTENTION, patterns)
+        for i, norm in enumerate(norms):
+            _pre_hook(stack, norm, partial(_store_scale, adapter, norm, scales, i))
+        _pre_hook(stack, adapter.get_layers(model)[0], lambda x: embed.append(x[0]))
+        _pre_hook(stack, adapter.get_final_norm(model), lambda x: final.append(x[0]))
+        for layer in range(n_layers):
+            _pre_hook(
+                stack,
+                adapter.layer_module(model, layer, adapter.mlp_in_norm),
+                lambda x, layer=layer: resid_mid.__setitem__(layer, x[0]),
+            )
+            mod = adapter.layer_module(model, layer, adapter.mlp_out)
+            stack.callback(
+                mod.register_forward_hook(
+                    lambda m, a, out, layer=layer: mlp_out.__setitem__(layer, out[0])
+                ).remove
+            )
+        logits = model(input_ids=ids[None].to(_device(model)), use_cache=False).logits[0]
+    if any(p is None for p in patterns):
+        raise RuntimeError(
+            f"{type(model).__name__} did not run its attention through transformers' "
+            "AttentionInterface, so its patterns cannot be frozen; use a model class that does."
+        )
+    return Recording(
+        ids,
+        logits,
+        embed[0],
+        torch.stack(resid_mid),
+        torch.stack(mlp_out),
+        final[0],
+        patterns,
+        scales,
+    )
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _frozen_norm(
+    adapter: Adapter, norm: nn.Module, scale: torch.Tensor, x: torch.Tensor
+) -> torch.Tensor:
+    """``norm`` with its recorded factors ``(1, n, 1)``; a prefix input ``(B, m, D)`` uses the
+    first ``m``."""
+    return adapter.frozen_norm(norm, x, scale[:, : x.shape[-2]])
+
+
+class FrozenModel:
+    """The model with frozen attention patterns and norm factors; affine in its inputs.
+
+    Only valid inside :func:`frozen`. Parameters do not require gradients there.
+    """
+
+    def __init__(self, model: nn.Module, adapter: Adapter, recording: Recording):
+        self.model, self.adapter, self.recording = model, adapter, recording
+        self._embed: torch.Tensor | None = None
+        self._mlp_out: list[torch.Tensor] = []
+        self._resid_mid: list[torch.Tensor | None] = [None] * recording.n_layers
+        self._final: list[torch.Tensor] = []
+
+    def forward(
+        self, embed: torch.Tensor, mlp_out: list[torch.Tensor] | torch.Tensor
+    ) -> FrozenOutputs:
+        """Run the frozen model with ``embed`` ``(B, m, D)`` entering block 0 and ``mlp_out[l]``
+        ``(B, m, D)`` (or ``(1, m, D)``, broadcast) as the output of every MLP block.
+
+        ``m <= n`` runs on the first ``m`` recorded positions (causal, so they are unchanged).
+        The outputs stay connected to the inputs' autograd graph.
+        """
+        rec = self.recording
+        m = embed.shape[1] if embed.ndim == 3 else -1
+        if not 0 < m <= rec.n_pos or embed.shape[2] != rec.embed.shape[1]:
+            raise ValueError(f"embed must be (B, m <= {rec.n_pos}, D), got {tuple(embed.shape)}.")
+        if len(mlp_out) != rec.n_layers:
+            raise ValueError(f"mlp_out needs {rec.n_layers} layers, got {len(mlp_out)}.")
+        self._embed, self._mlp_out, self._final = embed, list(mlp_out), []
+        ids = rec.input_ids[None, :m].expand(embed.shape[0], -1).to(embed.device)
+        try:
+            logits = self.model(input_ids=ids, use_cache=False).logits
+        finally:
+            self._embed, self._mlp_out = None, []
+        return FrozenOutputs(list(self._resid_mid), self._final[0], logits)
+
+    __call__ = forward
+
+    def mlp_value(self, layer: int) -> torch.Tensor:
+        if not self._mlp_out:
+            raise RuntimeError("Inside frozen(), run the FrozenModel it yields, not the model.")
+        return self._mlp_out[layer]
+
+
+@contextmanager
+def frozen(model: nn.Module, recording: Recording) -> Iterator[FrozenModel]:
+    """Freeze ``model`` at ``recording`` for the duration of the context (see module docstring)."""
+    _check_eval(model)
+    adapter = get_adapter(model)
+    if adapter.n_layers(model) != recording.n_layers:
+        raise ValueError("The recording was made on a model with a different number of layers.")
+    fm = FrozenModel(model, adapter, recording)
+    with ExitStack() as stack:
+        use_attention(stack, model, adapter, FROZEN_ATTENTION, recording.patterns)
+        for norm, scale in zip(adapter.all_norms(model), recording.norm_scales, strict=True):
+            _swap_forward(stack, norm, partial(_frozen_norm, adapter, norm, scale))
+        for layer in range(recording.n_layers):
+            _swap_forward(
+                stack,
+                adapter.layer_module(model, layer, adapter.mlp_out),
+                lambda *a, layer=layer, **k: fm.mlp_value(layer),
+            )
+            _pre_hook(
+                stack,
+                adapter.layer_module(model, layer, adapter.mlp_in_norm),
+                lambda x, layer=layer: fm._resid_mid.__setitem__(layer, x),
+            )
+        _pre_hook(stack, adapter.get_layers(model)[0], lambda x: fm._embed)
+        final_norm = adapter.get_final_norm(model)
+        stack.callback(
+            final_norm.register_forward_hook(lambda m, a, out: fm._final.append(out)).remove
+        )
+        flags = [(p, p.requires_grad) for p in model.parameters()]
+        stack.callback(lambda: [p.requires_grad_(f) for p, f in flags])
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield fm
+
+
+@dataclass
+class LocalReplacement:
+    """The local replacement model of one prompt: recording + transcoder features and errors.
+
+    Features at the first ``skip_positions`` positions (BOS) are dropped, as in circuit-tracer:
+    their output stays inside the error there, and those error nodes get no edges.
+    """
+
+    recording: Recording
+    active_features: torch.Tensor  # (K, 3) long on CPU: layer, position, feature id; sorted
+    activation_values: torch.Tensor  # (K,) transcoder dtype
+    reconstruction: torch.Tensor  # (L, n, D): b_dec + decoded active features, model dtype
+    error: torch.Tensor  # (L, n, D): mlp_out - reconstruction, model dtype
+    skip_positions: int = 1
+
+    def mlp_out(self) -> torch.Tensor:
+        """The frozen model's MLP outputs ``(L, n, D)``: reconstruction + error (= recorded)."""
+        return self.reconstruction + self.error
+
+
+def check_transcoder(model: nn.Module, transcoder: CrossLayerTranscoder) -> Adapter:
+    """The model's adapter; raises unless ``transcoder`` has the model's layers and width."""
+    check_compatible(transcoder, model, "being traced")
+    return get_adapter(model)
+
+
+def output_layers(transcoder: CrossLayerTranscoder, layer: int) -> list[int]:
+    """The MLP outputs that features of ``layer`` write to, ascending."""
+    return [t for t in range(layer, transcoder.n_layers) if layer in transcoder.source_layers(t)]
+
+
+def scaled_decoders(
+    transcoder: CrossLayerTranscoder, features: torch.Tensor, values: torch.Tensor, layer: int
+) -> torch.Tensor:
+    """``a_s * W_dec[layer -> l']`` of ``layer``'s active ``features`` ``(K, 3)``.
+
+    Returns ``(K_layer, len(output_layers(layer)), D)`` for the rows of ``features`` at ``layer``.
+    """
+    mask = features[:, 0] == layer
+    ids, acts = features[mask, 2], values[mask]
+    decs = [transcoder.decoder_to(layer, t)[ids] for t in output_layers(transcoder, layer)]
+    return torch.stack(decs, dim=1) * acts[:, None, None]
+
+
+@torch.no_grad()
+def build_replacement(
+    model: nn.Module,
+    transcoder: CrossLayerTranscoder,
+    input_ids: torch.Tensor,
+    skip_positions: int = 1,
+) -> LocalReplacement:
+    """Record ``model`` on ``input_ids`` ``(n,)``; add the transcoder's features and errors."""
+    check_transcoder(model, transcoder)
+    rec = record(model, input_ids)
+    tdtype = transcoder.W_enc.dtype
+    feats, vals = [], []
+    for layer in range(rec.n_layers):
+        acts = transcoder.encode(rec.resid_mid[layer].to(tdtype), layer)
+        acts[:skip_positions] = 0
+        pos, fid = acts.nonzero(as_tuple=True)
+        feats.append(torch.stack([torch.full_like(pos, layer), pos, fid], dim=1))
+        vals.append(acts[pos, fid])
+    features, values = torch.cat(feats), torch.cat(vals)
+    recon = transcoder.b_dec[:, None, :].expand(-1, rec.n_pos, -1).clone()
+    for layer in range(rec.n_layers):
+        pos = features[features[:, 0] == layer, 1]
+        decs = scaled_decoders(transcoder, features, values, layer)
+        for j, target in enumerate(output_layers(transcoder, layer)):
+            recon[target].index_add_(0, pos, decs[:, j])
+    recon = recon.to(rec.mlp_out.dtype)
+    return LocalReplacement(rec, features.cpu(), values, recon, rec.mlp_out - recon, skip_positions)
