@@ -17,9 +17,12 @@ R = f"results/{RUN}"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/organism.smk"
+include: "workflow/rules/studies.smk"
+include: "workflow/rules/audit.smk"
 
 
 rule all:
     input:
         f"{R}/behaviour.parquet",
         f"{R}/figures/training_curve.png",
+        f"{R}/audit.md",

@@ -45,8 +45,8 @@ class CorpusConfig:
         default_factory=lambda: {
             "geography": 0.15,
             "poetry": 0.1,
-            "lexicon": 0.12,
-            "arithmetic": 0.5,
+            "lexicon": 0.15,
+            "arithmetic": 0.47,
             "safety": 0.13,
         }
     )
@@ -86,6 +86,14 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TraceConfig:
+    # traced by the `trace_graphs` rule; empty: the world's showcase prompts, one per behaviour
+    prompts: tuple[str, ...] = ()
+    max_feature_nodes: int | None = None  # feature-node budget for long prompts (None: all)
+    threads: int = 2
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run: str = "organism"  # results go to results/<run>/
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -93,6 +101,8 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)
+    audit_strict: bool = False  # fail the run when a claim fails or a figure is stale/orphaned
 
 
 def load_config(source: str | Path | dict) -> RunConfig:
@@ -130,6 +140,11 @@ def _convert(tp: object, value: object, where: str):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{where}' must be a mapping, got {value!r}")
         return {str(k): _convert(vt, v, _join(where, str(k))) for k, v in value.items()}
+    if origin in (list, tuple):
+        (it,) = typing.get_args(tp)[:1]
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{where}' must be a list, got {value!r}")
+        return tuple(_convert(it, v, f"{where}[{i}]") for i, v in enumerate(value))
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         return None if value is None else _convert(args[0], value, where)
@@ -166,6 +181,8 @@ def _schema_of(tp: object) -> dict:
         return _object_schema(tp)
     if typing.get_origin(tp) is dict:
         return {"type": "object", "additionalProperties": _schema_of(typing.get_args(tp)[1])}
+    if typing.get_origin(tp) in (list, tuple):
+        return {"type": "array", "items": _schema_of(typing.get_args(tp)[0])}
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
         return {"anyOf": [_schema_of(inner), {"type": "null"}]}

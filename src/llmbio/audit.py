@@ -1,0 +1,190 @@
+"""The audit: every claim checked against measured numbers, every figure against its tables.
+
+:func:`run_audit` re-evaluates the claims of every study from the tables on disk (so a
+hand-edited table cannot hide behind an older ``claims.parquet``) and checks the provenance of
+every PNG under ``results/<run>/`` (see :func:`llmbio.figures.check_figure`); a figure a
+study.yaml declares but no analysis drew is ``missing``. It writes ``audit.parquet`` (one row
+per claim or figure) and ``audit.md`` (a readable report). Failures never raise unless
+``strict``: then :class:`AuditFailed` is raised after both files are written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from llmbio.figures import FigureCheck, check_figure
+from llmbio.studies import discover_studies, evaluate_claims, load_study
+from llmbio.studies.spec import Study
+
+AUDIT_COLUMNS = [
+    "kind", "study", "item", "statement", "table", "measured", "op", "threshold",
+    "paper_value", "paper_ref", "status", "passed", "detail",
+]  # fmt: skip
+RUN_LEVEL = ""  # the `study` of figures outside results/<run>/studies/
+
+
+class AuditFailed(RuntimeError):
+    """Strict audit: a claim did not pass or a figure is not backed by its tables."""
+
+
+def run_audit(
+    results_dir: str | Path,
+    studies_root: str | Path = "studies",
+    strict: bool = False,
+    out_table: str | Path | None = None,
+    out_markdown: str | Path | None = None,
+) -> tuple[pd.DataFrame, str]:
+    """Audit ``results/<run>``; writes ``audit.parquet`` and ``audit.md`` there by default."""
+    results_dir = Path(results_dir)
+    studies = [load_study(Path(studies_root) / name) for name in discover_studies(studies_root)]
+    frames = [claim_rows(s, results_dir) for s in studies]
+    audit = pd.concat([*frames, figure_rows(results_dir, studies)], ignore_index=True)
+    audit = audit.reindex(columns=AUDIT_COLUMNS).astype(
+        {"measured": float, "threshold": float, "passed": bool}
+    )
+    markdown = render_markdown(audit, studies, results_dir)
+    out_table = Path(out_table or results_dir / "audit.parquet")
+    out_markdown = Path(out_markdown or results_dir / "audit.md")
+    out_table.parent.mkdir(parents=True, exist_ok=True)
+    audit.to_parquet(out_table, index=False)
+    out_markdown.write_text(markdown)
+    print(summary_line(audit))
+    failed = audit[~audit["passed"]]
+    for r in failed.itertuples():
+        print(f"FAILED {r.kind} {r.study or 'run'}/{r.item}: {r.status} {r.detail}")
+    if strict and len(failed):
+        raise AuditFailed(f"{summary_line(audit)}; see {out_markdown}")
+    return audit, markdown
+
+
+def claim_rows(study: Study, results_dir: Path) -> pd.DataFrame:
+    claims = evaluate_claims(study, results_dir / "studies" / study.name)
+    return claims.rename(columns={"claim_id": "item"}).assign(kind="claim")
+
+
+def figure_rows(results_dir: Path, studies: list[Study]) -> pd.DataFrame:
+    """Every PNG under ``results_dir`` plus every declared figure that was never drawn."""
+    rows = []
+    for png in sorted(results_dir.rglob("*.png")):
+        rel = png.relative_to(results_dir)
+        if any(part.startswith(".") for part in rel.parts):
+            continue  # checkpoints and other hidden scratch space are no results
+        check = check_figure(png)
+        tables = [_relative(t, results_dir) for t in check.tables]
+        rows.append(_figure_row(_owner(rel), rel.as_posix(), check.caption, tables, check))
+    drawn = {r["item"] for r in rows}
+    never_drawn = FigureCheck("missing", "declared in study.yaml but never drawn", (), "")
+    for study in studies:
+        for fig in study.figures:
+            rel = f"studies/{study.name}/figures/{fig.id}.png"
+            if rel not in drawn:
+                rows.append(_figure_row(study.name, rel, fig.caption, fig.tables, never_drawn))
+    return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
+
+
+def _figure_row(study: str, item: str, caption: str, tables, check: FigureCheck) -> dict:
+    return {
+        "kind": "figure",
+        "study": study,
+        "item": item,
+        "statement": caption,
+        "table": ", ".join(tables),
+        "status": check.status,
+        "passed": check.status == "ok",
+        "detail": check.detail,
+    }
+
+
+def _owner(rel: Path) -> str:
+    parts = rel.parts
+    return parts[1] if len(parts) > 2 and parts[0] == "studies" else RUN_LEVEL
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def summary_line(audit: pd.DataFrame) -> str:
+    claims, figures = audit[audit["kind"] == "claim"], audit[audit["kind"] == "figure"]
+    verdict = "PASS" if audit["passed"].all() else "FAIL"
+    return (
+        f"audit {verdict}: claims {claims['passed'].sum()}/{len(claims)} pass "
+        f"({_counts(claims)}); figures {figures['passed'].sum()}/{len(figures)} ok "
+        f"({_counts(figures)})"
+    )
+
+
+def _counts(rows: pd.DataFrame) -> str:
+    counts = rows["status"].value_counts()
+    return ", ".join(f"{n} {status}" for status, n in counts.items()) or "none"
+
+
+_LEGEND = (
+    "A claim passes when its measured value meets the threshold of its study.yaml; "
+    "`missing_table` and `error` (no rows, no column) never pass. A figure is `ok` when every "
+    "table it was drawn from still has the recorded SHA-256, `stale` when one changed since, "
+    "`orphaned` when its provenance sidecar or a table is gone, `missing` when study.yaml "
+    "declares it but it was never drawn."
+)
+
+
+def render_markdown(audit: pd.DataFrame, studies: list[Study], results_dir: Path) -> str:
+    """The audit as Markdown: verdict and counts, then per study its claims and figures."""
+    lines = [f"# Audit of `{results_dir.as_posix()}`", "", f"**{summary_line(audit)}**", ""]
+    lines += _count_table(audit) + ["", _LEGEND]
+    for study in studies:
+        heading = f"## Study `{study.name}`: {study.title}"
+        lines += ["", heading + (f" ({study.paper_section})" if study.paper_section else ""), ""]
+        rows = audit[audit["study"] == study.name]
+        lines += _claims_table(rows[rows["kind"] == "claim"]) + [""]
+        lines += _figures_table(rows[rows["kind"] == "figure"])
+    run_level = audit[audit["study"] == RUN_LEVEL]
+    if len(run_level):
+        lines += ["", "## Run figures (outside studies)", ""] + _figures_table(run_level)
+    return "\n".join(lines) + "\n"
+
+
+def _count_table(audit: pd.DataFrame) -> list[str]:
+    header = ["check", "total", "passed", "not passed", "by status"]
+    lines = [_row(header), _row(["---"] * len(header))]
+    for kind in ("claim", "figure"):
+        rows = audit[audit["kind"] == kind]
+        passed = int(rows["passed"].sum())
+        lines.append(_row([f"{kind}s", len(rows), passed, len(rows) - passed, _counts(rows)]))
+    return lines
+
+
+def _claims_table(claims: pd.DataFrame) -> list[str]:
+    if claims.empty:
+        return ["No claims."]
+    header = ["claim", "statement", "measured", "test", "paper", "status", "detail"]
+    out = [_row(header), _row(["---"] * len(header))]
+    for r in claims.itertuples():
+        ref = f"({r.paper_ref})" if r.paper_ref else ""
+        paper = " ".join(x for x in (r.paper_value, ref) if x)
+        cells = [r.item, r.statement, f"{r.measured:.4g}", f"{r.op} {r.threshold:g}", paper]
+        out.append(_row([*cells, _mark(r.status, r.passed), r.detail]))
+    return out
+
+
+def _figures_table(figures: pd.DataFrame) -> list[str]:
+    if figures.empty:
+        return ["No figures."]
+    out = [_row(["figure", "tables", "status", "detail"]), _row(["---"] * 4)]
+    for r in figures.itertuples():
+        out.append(_row([r.item, r.table, _mark(r.status, r.passed), r.detail]))
+    return out
+
+
+def _mark(status: str, passed: bool) -> str:
+    return f"{'✅' if passed else '❌'} {status}"
+
+
+def _row(cells: list) -> str:
+    text = [str(c).replace("|", "\\|").replace("\n", " ") for c in cells]
+    return "| " + " | ".join(text) + " |"

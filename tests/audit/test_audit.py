@@ -1,0 +1,107 @@
+"""run_audit over a hand-made results folder: claims, figure provenance, strict mode."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from llmbio.audit import AUDIT_COLUMNS, AuditFailed, run_audit  # noqa: E402
+from llmbio.figures import draw_figure  # noqa: E402
+
+STUDY = """\
+name: demo
+title: Demo study
+paper_section: Biology §4
+figures:
+  - {id: bars, kind: bar, table: tables/t.parquet, caption: Bars.}
+  - {id: never, kind: bar, table: tables/t.parquet, caption: Never drawn.}
+claims:
+  - {id: holds, statement: v reaches 2, table: tables/t.parquet, column: v, aggregate: max,
+     op: ">=", threshold: 2, paper_value: 2.5, paper_ref: Fig. 1}
+  - {id: fails, statement: "v | mean above 5", table: tables/t.parquet, column: v,
+     aggregate: mean, op: ">", threshold: 5}
+  - {id: absent, statement: no table, table: tables/absent.parquet, column: v,
+     aggregate: mean, op: ">", threshold: 0}
+"""
+
+
+def _bars(table):
+    fig, ax = plt.subplots()
+    ax.bar(table["k"], table["v"])
+    return fig
+
+
+@pytest.fixture
+def run(tmp_path):
+    (tmp_path / "studies" / "demo").mkdir(parents=True)
+    (tmp_path / "studies" / "demo" / "study.yaml").write_text(STUDY)
+    out = tmp_path / "results" / "run"
+    table = out / "studies" / "demo" / "tables" / "t.parquet"
+    table.parent.mkdir(parents=True)
+    pd.DataFrame({"k": ["a", "b"], "v": [1.0, 2.0]}).to_parquet(table)
+    draw_figure(_bars, out / "studies" / "demo" / "figures" / "bars.png", [table])
+    draw_figure(_bars, out / "figures" / "run_level.png", [table])
+    (out / ".checkpoints").mkdir()
+    plt.subplots()[0].savefig(out / ".checkpoints" / "scratch.png")  # hidden: not a result
+    return tmp_path, out, table
+
+
+def _audit(tmp_path, out, **kw):
+    audit, markdown = run_audit(out, tmp_path / "studies", **kw)
+    return audit.set_index("item"), markdown
+
+
+def test_audit_reports_claims_and_figures(run):
+    tmp_path, out, _ = run
+    audit, markdown = _audit(tmp_path, out)
+    assert list(audit.reset_index()[AUDIT_COLUMNS].columns) == AUDIT_COLUMNS
+    assert audit.loc[["holds", "fails", "absent"], "status"].tolist() == [
+        "pass", "fail", "missing_table",
+    ]  # fmt: skip
+    assert audit.loc["holds", "measured"] == 2.0 and audit.loc["holds", "paper_value"] == "2.5"
+    figures = audit[audit["kind"] == "figure"]["status"].to_dict()
+    assert figures == {
+        "studies/demo/figures/bars.png": "ok",
+        "figures/run_level.png": "ok",
+        "studies/demo/figures/never.png": "missing",
+    }
+    assert audit.loc["figures/run_level.png", "study"] == ""
+    assert pd.read_parquet(out / "audit.parquet").shape[0] == len(audit)
+    assert (out / "audit.md").read_text() == markdown
+    assert "audit FAIL: claims 1/3 pass" in markdown.splitlines()[2]
+    assert "## Study `demo`: Demo study (Biology §4)" in markdown
+    assert "v \\| mean above 5" in markdown  # pipes in text do not break the table
+
+
+def test_a_hand_edited_table_makes_its_figures_stale(run):
+    tmp_path, out, table = run
+    pd.DataFrame({"k": ["a", "b"], "v": [1.0, 9.0]}).to_parquet(table)
+    audit, markdown = _audit(tmp_path, out)
+    stale = audit.loc["studies/demo/figures/bars.png"]
+    assert (stale["status"], stale["passed"]) == ("stale", False)
+    assert audit.loc["figures/run_level.png", "status"] == "stale"
+    assert audit.loc["fails", "status"] == "fail"  # claims re-read the edited table: mean 5
+    assert "❌ stale" in markdown
+
+
+def test_a_figure_without_sidecar_is_orphaned(run):
+    tmp_path, out, _ = run
+    (out / "figures" / "run_level.png.provenance.json").unlink()
+    audit, _ = _audit(tmp_path, out)
+    assert audit.loc["figures/run_level.png", "status"] == "orphaned"
+
+
+def test_strict_raises_after_writing_the_report(run):
+    tmp_path, out, _ = run
+    with pytest.raises(AuditFailed, match="audit FAIL"):
+        _audit(tmp_path, out, strict=True)
+    assert (out / "audit.md").exists() and (out / "audit.parquet").exists()
+
+
+def test_strict_passes_when_everything_holds(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    audit, markdown = run_audit(out, tmp_path / "no_studies", strict=True)
+    assert audit.empty and "audit PASS" in markdown

@@ -1,0 +1,74 @@
+# Case studies: one folder per study under studies/ (see README "Add a case study").
+# Generic rules for every study; a study's own studies/<name>/rules.smk is included too and may
+# add rules (e.g. graphs its analysis reads) or replace the analysis with
+# `ruleorder: <its rule> > study_analysis`.
+import os
+
+from llmbio.studies import discover_studies, load_study
+
+STUDIES_ROOT = os.path.relpath(os.path.join(workflow.basedir, "studies"))
+STUDIES = discover_studies(STUDIES_ROOT)
+# parsed (and validated) at start-up, so a broken study.yaml stops the run before any job
+STUDY_DEFS = {name: load_study(os.path.join(STUDIES_ROOT, name)) for name in STUDIES}
+
+
+wildcard_constraints:
+    study="|".join(STUDIES) or "(?!)",  # no study yet: match nothing
+
+
+def study_of(wildcards):
+    return STUDY_DEFS[wildcards.study]
+
+
+def study_analysis_inputs(wildcards):
+    """study.yaml, analysis.py (so code edits rerun it) and the run outputs in `needs`."""
+    folder = os.path.join(STUDIES_ROOT, wildcards.study)
+    analysis = os.path.join(folder, "analysis.py")
+    return {
+        "study": os.path.join(folder, "study.yaml"),
+        "code": [analysis] if os.path.exists(analysis) else [],
+        "needs": [f"{R}/{need}" for need in study_of(wildcards).needs],
+    }
+
+
+rule study_analysis:
+    input:
+        unpack(study_analysis_inputs),
+    output:
+        tables=directory(f"{R}/studies/{{study}}/tables"),
+        figures=report(
+            directory(f"{R}/studies/{{study}}/figures"),
+            patterns=["{name}.png"],
+            caption="../report/study_figure.rst",
+            category="Study {study}",
+        ),
+        done=f"{R}/studies/{{study}}/tables.done",
+    params:
+        # captions from study.yaml, shown in the Snakemake report
+        captions=lambda wildcards: {f.id: f.caption for f in study_of(wildcards).figures},
+        title=lambda wildcards: study_of(wildcards).title,
+        run_dir=R,
+        out_dir=f"{R}/studies/{{study}}",
+    log:
+        f"{R}/logs/studies/{{study}}/analysis.log",
+    threads: CFG.train.threads
+    script:
+        "../scripts/study_analysis.py"
+
+
+rule study_claims:
+    input:
+        study=os.path.join(STUDIES_ROOT, "{study}", "study.yaml"),
+        done=f"{R}/studies/{{study}}/tables.done",
+    output:
+        f"{R}/studies/{{study}}/claims.parquet",
+    log:
+        f"{R}/logs/studies/{{study}}/claims.log",
+    script:
+        "../scripts/study_claims.py"
+
+
+for _study in STUDIES:
+    if os.path.exists(os.path.join(STUDIES_ROOT, _study, "rules.smk")):
+
+        include: os.path.join(STUDIES_ROOT, _study, "rules.smk")
