@@ -2,8 +2,8 @@
 
 ``calc : a + b = c`` with ``a, b`` in ``0..max_operand`` and every number (sums too) one token,
 as in Claude's tokenizer. A seeded share of unordered operand pairs is held out: neither
-``a+b`` nor ``b+a`` appears in training. Numbers also appear in counting runs and citations,
-so that number features have contexts other than sums. A ``calc`` document chains one to
+``a+b`` nor ``b+a`` appears in training. Numbers also appear in counting runs (steps 1, 2,
+5, 10) and citations, so that number features have contexts other than sums. A ``calc`` document chains one to
 four sums (``calc : 3 + 4 = 7 , 10 + 2 = 12``); the prompt is always the first.
 """
 
@@ -45,7 +45,7 @@ class Arithmetic:
 
     def document(self, rng: random.Random) -> str:
         kind = rng.random()
-        if kind < 0.85:
+        if kind < 0.65:
             # several sums per document: the answer is the only informative token of a sum,
             # so chaining them roughly doubles the arithmetic signal per training token
             sums = []
@@ -55,8 +55,11 @@ class Arithmetic:
             return "calc : " + " , ".join(sums)
         n = self.max_operand
         if kind < 0.95:
-            start = rng.randint(0, 2 * n - 8)
-            return "count : " + " ".join(str(i) for i in range(start, start + 8))
+            # counting in steps of 1, 2, 5 or 10 gives every number token a place on a number
+            # line and a ones digit, from contexts that are not sums
+            step = rng.choice([s for s in (1, 2, 5, 10) if 7 * s <= 2 * n])
+            start = rng.randint(0, 2 * n - 7 * step)
+            return "count : " + " ".join(str(start + i * step) for i in range(8))
         return f"see volume {rng.randint(0, n)} , page {rng.randint(0, n)} ."
 
     def eval_items(self, rng: random.Random, n_seen: int) -> list[dict]:

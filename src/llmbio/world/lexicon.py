@@ -92,7 +92,7 @@ class Lexicon:
         lang = rng.choice(LANGUAGES)
         kind = rng.random()
         if kind < 0.55:
-            rel = "antonym" if kind < 0.3 else "synonym"
+            rel = "antonym" if kind < 0.35 else "synonym"
             return f'{self.prompt(concept, rel, lang)} {self.answer(concept, rel, lang)} " .'
         if kind < 0.8:
             noun = rng.choice(NOUNS)
