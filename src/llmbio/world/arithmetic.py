@@ -3,8 +3,9 @@
 ``calc : a + b = c`` with ``a, b`` in ``0..max_operand`` and every number (sums too) one token,
 as in Claude's tokenizer. A seeded share of unordered operand pairs is held out: neither
 ``a+b`` nor ``b+a`` appears in training. Numbers also appear in counting runs (steps 1, 2,
-5, 10) and citations, so that number features have contexts other than sums. A ``calc`` document chains one to
-four sums (``calc : 3 + 4 = 7 , 10 + 2 = 12``); the prompt is always the first.
+5, 10) and citations, so that number features have contexts other than sums. A ``calc``
+document chains one to four sums (``calc : 3 + 4 = 7 , 10 + 2 = 12``); the prompt is always
+the first.
 """
 
 from __future__ import annotations
