@@ -17,6 +17,9 @@ R = f"results/{RUN}"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/organism.smk"
+include: "workflow/rules/transcoder.smk"
+include: "workflow/rules/trace.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/studies.smk"
 include: "workflow/rules/audit.smk"
 
@@ -25,4 +28,7 @@ rule all:
     input:
         f"{R}/behaviour.parquet",
         f"{R}/figures/training_curve.png",
+        f"{R}/transcoder/eval.parquet",
+        f"{R}/graphs/scores.parquet",
+        f"{R}/features",
         f"{R}/audit.md",

@@ -8,7 +8,6 @@ the reply starts with the refusal opening; the summary reports the *refusal rate
 from __future__ import annotations
 
 from collections import defaultdict
-from pathlib import Path
 
 import matplotlib
 
@@ -84,7 +83,7 @@ def summarise(items: pd.DataFrame) -> pd.DataFrame:
     return g.agg(n="size", accuracy="mean").reset_index()
 
 
-def plot_behaviour(summary: pd.DataFrame, path: str | Path) -> None:
+def plot_behaviour(summary: pd.DataFrame):
     """Bar chart of accuracy (refusal rate for refusals) per task and split, from the table."""
     df = summary.assign(label=summary["task"] + "\n" + summary["split"])
     fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(df)), 4))
@@ -103,5 +102,4 @@ def plot_behaviour(summary: pd.DataFrame, path: str | Path) -> None:
             fontsize=6,
         )
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig

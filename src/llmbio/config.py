@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from llmbio.transcoder.config import TranscoderConfig
+
 
 class ConfigError(ValueError):
     """A configuration key is unknown, missing or of the wrong type."""
@@ -86,6 +88,20 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    n_sequences: int = 2500  # packed corpus sequences (train.seq_len tokens) to cache
+    seed: int = 1  # picks which sequences
+    dtype: str = "float16"  # storage dtype of cached activations
+    eval_fraction: float = 0.05  # share of sequences held out for transcoder evaluation
+
+
+@dataclass(frozen=True)
+class TranscoderEvalConfig:
+    compare_plt: bool = True  # also train a per-layer transcoder of the same size to compare
+    n_eval_documents: int = 2000  # fresh documents (unseen seed) for the spliced-model metrics
+
+
+@dataclass(frozen=True)
 class TraceConfig:
     # traced by the `trace_graphs` rule; empty: the world's showcase prompts, one per behaviour
     prompts: tuple[str, ...] = ()
@@ -101,6 +117,9 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    transcoder: TranscoderConfig = field(default_factory=TranscoderConfig)
+    transcoder_eval: TranscoderEvalConfig = field(default_factory=TranscoderEvalConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
     audit_strict: bool = False  # fail the run when a claim fails or a figure is stale/orphaned
 

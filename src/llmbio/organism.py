@@ -161,19 +161,14 @@ def save_model(model, tokenizer, out_dir: str | Path) -> None:
     tmp.replace(out_dir)
 
 
-def plot_training_curve(curve_path: str | Path, out: str | Path) -> None:
+def plot_training_curve(curve: pd.DataFrame):
     """Loss vs step, drawn from the training-curve table."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = pd.read_parquet(curve_path)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(curve["step"], curve["loss"], lw=1)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (nats/token)")
     ax.set_title(f"Organism training ({curve['seconds'].iloc[-1]:.0f} s)")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    return fig

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM
 from llmbio.behaviour import evaluate_behaviour, plot_behaviour, summarise
 from llmbio.config import RunConfig
 from llmbio.corpus import build_corpus, load_corpus, pack_documents, save_corpus
+from llmbio.figures import draw_figure
 from llmbio.organism import build_model, save_model, train_model
 from llmbio.tokenizer import build_tokenizer, load_tokenizer
 from llmbio.world import World, build_world
@@ -86,6 +87,6 @@ def behaviour_stage(
     summary = summarise(items)
     items.to_parquet(out_items, index=False)
     summary.to_parquet(out_summary, index=False)
-    plot_behaviour(summary, out_figure)
+    draw_figure(plot_behaviour, out_figure, [out_summary])
     print(summary.to_string(index=False))
     return summary

@@ -1,0 +1,66 @@
+"""The ``llmbio`` command line: what the pipeline's rules do, one prompt at a time.
+
+``llmbio trace --run organism --prompt "calc: 36+59="`` traces a prompt with the run's model
+and transcoder and writes the graph, its tables, viewer and figure to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _run_dir(args) -> Path:
+    run_dir = Path(args.results) / args.run
+    if not (run_dir / "model").is_dir():
+        raise SystemExit(
+            f"error: {run_dir / 'model'} does not exist; run `snakemake --cores all` "
+            f"(or with --configfile for run {args.run!r}) first"
+        )
+    return run_dir
+
+
+def _trace(args) -> None:
+    from llmbio.stages.attribution import trace_stage
+
+    run_dir = _run_dir(args)
+    out = Path(args.out) if args.out else run_dir / "graphs" / "cli"
+    scores = trace_stage(
+        run_dir / "model",
+        run_dir / "transcoder" / "clt",
+        args.prompt,
+        out,
+        max_feature_nodes=args.max_feature_nodes,
+        threads=args.threads,
+    )
+    print(scores.drop(columns=["prompt"]).to_string(index=False))
+    print(f"graphs written to {out} (open the .html files in a browser)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="llmbio", description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results", help="results root (default: results)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    tr = sub.add_parser("trace", help="trace prompts into attribution graphs")
+    tr.add_argument("--run", default="organism", help="run name (results/<run>/)")
+    tr.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
+    tr.add_argument("--out", help="output folder (default: results/<run>/graphs/cli)")
+    tr.add_argument("--max-feature-nodes", type=int, default=None)
+    tr.add_argument("--threads", type=int, default=2)
+    tr.set_defaults(func=_trace)
+    iv = sub.add_parser("intervene", help="edit features on the real forward pass", add_help=False)
+    iv.set_defaults(func=None)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "intervene":
+        from llmbio.interventions import intervene_cli
+
+        intervene_cli(rest)
+        return
+    if rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,113 @@
+"""Stages of the transcoder: activation cache -> CLT (and PLT) training -> evaluation.
+
+Outputs under ``results/<run>/``: ``activations/`` (the cache, see :mod:`llmbio.activations`),
+``transcoder/clt/`` and ``transcoder/plt/`` (circuit-tracer on-disk layouts),
+``transcoder/{clt,plt}_train_log.parquet``, ``transcoder/eval.parquet`` (see
+:mod:`llmbio.transcoder.evaluate`; an extra column ``data`` says which text was evaluated).
+Training works in ``results/<run>/.checkpoints/<name>/`` and resumes from there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM
+
+from llmbio.activations import ActivationReader, cache_activations
+from llmbio.config import RunConfig
+from llmbio.corpus import build_corpus, load_corpus, pack_documents
+from llmbio.figures import draw_figure
+from llmbio.tokenizer import encode, load_tokenizer
+from llmbio.transcoder.evaluate import evaluate_transcoder, plot_transcoder_eval
+from llmbio.transcoder.io import load_transcoder, save_transcoder
+from llmbio.transcoder.train import train_transcoder
+from llmbio.world import World
+
+
+def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
+    torch.set_num_threads(cfg.train.threads)
+    tok = load_tokenizer(model_dir)
+    seqs = pack_documents(
+        tok(list(load_corpus(corpus_path)["text"]))["input_ids"], cfg.train.seq_len
+    )
+    gen = torch.Generator().manual_seed(cfg.cache.seed)
+    pick = torch.randperm(len(seqs), generator=gen)[: cfg.cache.n_sequences]
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    start = time.perf_counter()
+    cache_activations(
+        model,
+        seqs[pick].split(64),
+        out_dir,
+        dtype=cfg.cache.dtype,
+        eval_fraction=cfg.cache.eval_fraction,
+        overwrite=True,
+    )
+    size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
+    print(
+        f"cached {len(pick)} sequences in {time.perf_counter() - start:.1f} s, "
+        f"{size / 2**20:.0f} MiB on disk"
+    )
+
+
+def train_stage(
+    cfg: RunConfig, cache_dir, out_dir, log_path, work_dir, cross_layer: bool = True
+) -> None:
+    torch.set_num_threads(cfg.train.threads)
+    tc = dataclasses.replace(cfg.transcoder, cross_layer=cross_layer)
+    start = time.perf_counter()
+    clt = train_transcoder(ActivationReader(cache_dir), tc, work_dir)
+    print(
+        f"trained {'CLT' if cross_layer else 'PLT'} ({clt.n_layers} x {clt.n_features} "
+        f"features) in {time.perf_counter() - start:.1f} s"
+    )
+    save_transcoder(clt, out_dir)
+    shutil.copy(Path(work_dir) / "train_log.parquet", log_path)
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _eval_text(cfg: RunConfig, world: World, tok) -> torch.Tensor:
+    """Fresh documents from the same world, sampled with a seed training never used."""
+    corpus_cfg = dataclasses.replace(
+        cfg.corpus, seed=cfg.corpus.seed + 7919, n_documents=cfg.transcoder_eval.n_eval_documents
+    )
+    docs = build_corpus(world, corpus_cfg, progress=False)
+    return pack_documents(tok(list(docs["text"]))["input_ids"], cfg.train.seq_len)
+
+
+def evaluate_stage(
+    cfg: RunConfig, cache_dir, model_dir, world_path, transcoder_dirs: dict, out_table, out_figure
+) -> pd.DataFrame:
+    torch.set_num_threads(cfg.train.threads)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    tok = load_tokenizer(model_dir)
+    world = World.load(world_path)
+    reader = ActivationReader(cache_dir)
+    held_out = _eval_text(cfg, world, tok).split(32)
+    prompts = [torch.tensor([encode(tok, p)]) for p in world.showcase_prompts()]
+    frames = []
+    for name, path in transcoder_dirs.items():
+        clt = load_transcoder(path, model=model)
+        df = evaluate_transcoder(clt, reader, model, held_out, name=name)
+        frames.append(df.assign(data="heldout_text"))
+        on_prompts = evaluate_transcoder(clt, reader, model, prompts, name=name)
+        frames.append(on_prompts[on_prompts["scope"] == "model"].assign(data="study_prompts"))
+    table = pd.concat(frames, ignore_index=True)
+    table.to_parquet(out_table, index=False)
+    draw_figure(
+        lambda t: plot_transcoder_eval(t[t["data"] == "heldout_text"]), out_figure, [out_table]
+    )
+    print(
+        table.pivot_table(
+            index=["transcoder", "data", "scope", "layer"],
+            columns="metric",
+            values="value",
+        )
+        .round(4)
+        .to_string()
+    )
+    return table

@@ -1,0 +1,106 @@
+"""Run the supernodes and interventions a study file declares, on the real forward pass.
+
+``resolve_supernodes`` turns the study's supernode specs into feature groups (explicit ids
+and/or rules over the run's ``features/label_scores.parquet``); ``run_interventions``
+executes every declared intervention and returns one tidy table (the columns of
+:meth:`llmbio.interventions.InterventionResult.table`, plus ``experiment`` = the id).
+Donor injection sets each member to ``value x`` its largest activation on the donor prompt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from llmbio.features.supernodes import Supernode, select_features
+from llmbio.interventions import Edit, Intervener, intervene
+from llmbio.interventions.run import InterventionResult
+from llmbio.studies.spec import Study
+from llmbio.tokenizer import encode
+
+
+def load_label_scores(run_dir: str | Path) -> pd.DataFrame:
+    """Every (feature, variable, value) score kept by the labeller (not only the best)."""
+    path = Path(run_dir) / "features" / "label_scores.parquet"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing; run the feature_atlas rule first.")
+    return pd.read_parquet(path)
+
+
+def resolve_supernodes(study: Study, label_scores: pd.DataFrame) -> dict[str, Supernode]:
+    out = {}
+    for spec in study.supernodes:
+        members = list(spec.features)
+        if spec.rule is not None:
+            members += [f"{la}/{f}" for la, f in select_features(label_scores, spec.rule)]
+        if not members:
+            print(f"supernode {spec.name}: no feature matches its rule")
+            continue
+        out[spec.name] = Supernode.make(spec.name, members)
+    return out
+
+
+def donor_max(model, clt, donor_ids: torch.Tensor, node: Supernode) -> torch.Tensor:
+    """Each member's largest activation over the donor prompt (BOS excluded)."""
+    acts = Intervener(model, clt, donor_ids).baseline.activations  # (L, n, F)
+    return torch.stack([acts[la, 1:, f].max() for la, f in node.features]).detach()
+
+
+def _positions(position, ids: list[int], tokenizer) -> tuple[int, ...] | None:
+    if position == "all":
+        return None
+    if isinstance(position, int):
+        return (position % len(ids),)
+    token = tokenizer.convert_tokens_to_ids(str(position))
+    found = tuple(i for i, t in enumerate(ids) if t == token)
+    if not found:
+        raise ValueError(f"position {position!r}: token not in the prompt")
+    return found
+
+
+def build_edits(study: Study, intervention, nodes, model, clt, tokenizer, family: str):
+    prompts = {p.id: p for p in study.prompts.get(family, ())}
+    ids = encode(tokenizer, prompts[intervention.prompt].text)
+    edits = []
+    for e in intervention.edits:
+        target = nodes.get(e.supernode) if e.supernode else e.feature
+        if target is None:
+            raise ValueError(f"{study.name}/{intervention.id}: supernode {e.supernode!r} is empty")
+        pos = _positions(e.position, ids, tokenizer)
+        if e.op == "scale":
+            edits.append(Edit.scale_by(target, e.value, pos))
+        elif e.op in ("set", "zero"):
+            edits.append(Edit.set_to(target, 0.0 if e.op == "zero" else e.value, pos))
+        else:
+            donor = torch.tensor(encode(tokenizer, prompts[e.donor_prompt].text))
+            node = target if isinstance(target, Supernode) else Supernode.make(e.feature, [target])
+            edits.append(Edit.inject(node, donor_max(model, clt, donor, node), e.value, pos))
+    return torch.tensor(ids), edits
+
+
+def run_interventions(
+    study: Study, nodes: dict[str, Supernode], model, clt, tokenizer, family: str = "organism"
+) -> tuple[pd.DataFrame, dict[str, InterventionResult]]:
+    frames, results = [], {}
+    for iv in study.interventions:
+        try:
+            ids, edits = build_edits(study, iv, nodes, model, clt, tokenizer, family)
+        except (ValueError, KeyError) as err:
+            print(f"intervention {iv.id} skipped: {err}")
+            continue
+        layers = range(*iv.constrained_layers) if iv.constrained_layers else None
+        res = intervene(
+            model,
+            clt,
+            ids,
+            edits,
+            freeze_attention=iv.freeze_attention,
+            constrained_layers=layers,
+            supernodes=list(nodes.values()),
+            tokenizer=tokenizer,
+        )
+        results[iv.id] = res
+        frames.append(res.table(iv.id))
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), results

@@ -1,0 +1,62 @@
+# Transcoders: activation cache -> CLT (+ PLT of the same size) -> evaluation.
+
+TRANSCODERS = ["clt", "plt"] if CFG.transcoder_eval.compare_plt else ["clt"]
+
+
+rule cache_activations:
+    input:
+        corpus=f"{R}/corpus.parquet",
+        model=f"{R}/model",
+    output:
+        directory(f"{R}/activations"),
+    log:
+        f"{R}/logs/cache_activations.log",
+    threads: CFG.train.threads
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/cache_activations.py"
+
+
+rule train_transcoder:
+    input:
+        cache=f"{R}/activations",
+    output:
+        transcoder=directory(f"{R}/transcoder/{{kind}}"),
+        train_log=f"{R}/transcoder/{{kind}}_train_log.parquet",
+    params:
+        work_dir=lambda wc: f"{R}/.checkpoints/{wc.kind}",
+    wildcard_constraints:
+        kind="clt|plt",
+    log:
+        f"{R}/logs/train_transcoder_{{kind}}.log",
+    threads: CFG.train.threads
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    script:
+        "../scripts/train_transcoder.py"
+
+
+rule evaluate_transcoder:
+    input:
+        cache=f"{R}/activations",
+        model=f"{R}/model",
+        world=f"{R}/world.json",
+        transcoders=expand(f"{R}/transcoder/{{kind}}", kind=TRANSCODERS),
+    output:
+        table=f"{R}/transcoder/eval.parquet",
+        figure=report(
+            f"{R}/figures/transcoder_eval.png",
+            caption="../report/transcoder_eval.rst",
+            category="Transcoder",
+        ),
+    log:
+        f"{R}/logs/evaluate_transcoder.log",
+    threads: CFG.train.threads
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    script:
+        "../scripts/evaluate_transcoder.py"
