@@ -56,6 +56,13 @@ def load_checkpoint(
             )
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     params = dict(model.named_parameters())
+    for name, param in params.items():
+        saved_shape = tuple(tensors[f"param.{name}"].shape)
+        if saved_shape != tuple(param.shape):
+            raise ValueError(
+                f"checkpoint {path}: {name} has shape {saved_shape}, the model {tuple(param.shape)}"
+                " (was it trained on another activation cache?); delete it to start over"
+            )
     with torch.no_grad():
         for name, param in params.items():
             param.copy_(tensors[f"param.{name}"])
