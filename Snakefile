@@ -30,5 +30,6 @@ rule all:
         f"{R}/figures/training_curve.png",
         f"{R}/transcoder/eval.parquet",
         f"{R}/graphs/scores.parquet",
+        f"{R}/graphs/faithfulness.parquet",
         f"{R}/features",
         f"{R}/audit.md",

@@ -85,21 +85,19 @@ def summarise(items: pd.DataFrame) -> pd.DataFrame:
 
 def plot_behaviour(summary: pd.DataFrame):
     """Bar chart of accuracy (refusal rate for refusals) per task and split, from the table."""
-    df = summary.assign(label=summary["task"] + "\n" + summary["split"])
-    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(df)), 4))
-    sns.barplot(data=df, x="label", y="accuracy", hue="split", dodge=False, ax=ax)
-    ax.set_ylim(0, 1.05)
-    ax.set_xlabel("")
+    df = summary.reset_index(drop=True)
+    splits = list(dict.fromkeys(df["split"]))
+    colours = dict(zip(splits, sns.color_palette("tab10", len(splits)), strict=True))
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(df)), 4.2))
+    bars = ax.bar(range(len(df)), df["accuracy"], color=[colours[s] for s in df["split"]])
+    ax.bar_label(bars, labels=[f"{v:.2f}" for v in df["accuracy"]], fontsize=6)
+    ax.set_xticks(range(len(df)), df["task"] + "\n" + df["split"], rotation=90, fontsize=7)
+    ax.set_ylim(0, 1.08)
     ax.set_ylabel("accuracy  (refusal: refusal rate)")
     ax.set_title("Organism behaviour on the world's prompts")
-    ax.tick_params(axis="x", labelrotation=90, labelsize=7)
-    for p, (_, r) in zip(ax.patches, df.iterrows(), strict=False):
-        ax.annotate(
-            f"{r['accuracy']:.2f}",
-            (p.get_x() + p.get_width() / 2, p.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=6,
-        )
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[s]) for s in splits]
+    ax.legend(
+        handles, splits, title="split", fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left"
+    )
     fig.tight_layout()
     return fig

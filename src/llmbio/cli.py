@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from llmbio.tokenizer import UnknownTokenError
+
 
 def _run_dir(args) -> Path:
     run_dir = Path(args.results) / args.run
@@ -59,7 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if rest:
         parser.error(f"unrecognised arguments: {' '.join(rest)}")
-    args.func(args)
+    try:
+        args.func(args)
+    except (UnknownTokenError, FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"error: {err}") from None
 
 
 if __name__ == "__main__":

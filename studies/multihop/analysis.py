@@ -5,8 +5,11 @@ state supernode by -2), ``swap`` (one row per (city, donor state): the top token
 city's state supernode is scaled by -2 and the donor state's supernode is injected at 2x its
 donor activation), ``supernode_nodes`` / ``supernode_edges`` (the Dallas graph collapsed into
 labelled supernodes), ``panel`` (the study file's declared interventions on the Dallas prompt).
-The state supernode of each state comes from the same label rule as ``state_texas`` in
-study.yaml; nothing about which features mean what is written here.
+Each state's supernode is found from ground truth by contrast, on training cities only:
+the ``TOP_K`` features whose activation from the city token onwards (max over positions) is,
+averaged over the state's training cities, furthest above its average for any other state.
+Held-out cities then test whether those features carry the state for cities whose two-hop
+question the model never saw. Nothing about which feature means what is written here.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from llmbio.attribution.plot import plot_supernode_graph
-from llmbio.features.supernodes import Supernode, select_features, supernode_graph
+from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.interventions import Edit, Intervener
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
@@ -34,6 +37,7 @@ from llmbio.world import World
 from llmbio.world.geography import TWO_HOP_PROMPT
 
 N_DONORS = 3  # donor states tried per city
+TOP_K = 8  # features per state supernode
 
 
 def run(context: StudyContext) -> None:
@@ -44,8 +48,11 @@ def run(context: StudyContext) -> None:
     world = World.load(context.world_path)
     scores = load_label_scores(context.run_dir)
     nodes = resolve_supernodes(context.study, scores)
-    rule = next(s.rule for s in context.study.supernodes if s.name == "state_texas")
-    states = {s: state_supernode(scores, rule, s) for s in world.geography.states}
+    states = contrast_supernodes(model, clt, tok, world)
+    for name, state in (("state_texas", "Texas"), ("state_california", "California")):
+        if states.get(state) is not None:
+            nodes[name] = Supernode(name, states[state].features)
+    context.save_table(members_table(states), "state_supernodes")
     ablation, swap = city_experiments(model, clt, tok, world, states)
     context.save_table(ablation, "ablation")
     context.save_table(swap, "swap")
@@ -60,9 +67,37 @@ def run(context: StudyContext) -> None:
     context.draw_figure("ablation_by_split", draw_ablation, ["ablation"])
 
 
-def state_supernode(scores: pd.DataFrame, rule: dict, state: str) -> Supernode | None:
-    members = select_features(scores, {**rule, "value": state})
-    return Supernode.make(f"state_{state}", [f"{la}/{f}" for la, f in members]) if members else None
+def contrast_supernodes(model, clt, tok, world: World) -> dict[str, Supernode | None]:
+    geo = world.geography
+    acts = {}
+    for city in geo.train_cities():
+        ids = encode(tok, TWO_HOP_PROMPT.format(city=city))
+        pos = ids.index(tok.convert_tokens_to_ids(city))
+        per_pos = Intervener(model, clt, torch.tensor(ids)).baseline.activations  # (L, n, F)
+        acts[city] = per_pos[:, pos:].amax(dim=1).flatten()  # (L * F,)
+    names = sorted(geo.states)
+    means = torch.stack(
+        [torch.stack([a for c, a in acts.items() if geo.city_state[c] == s]).mean(0) for s in names]
+    )  # (S, L * F)
+    out: dict[str, Supernode | None] = {}
+    for i, state in enumerate(names):
+        margin = means[i] - torch.cat([means[:i], means[i + 1 :]]).amax(0)
+        top = margin.topk(TOP_K).indices
+        top = top[margin[top] > 0]
+        f = clt.n_features
+        ids = [f"{int(j) // f}/{int(j) % f}" for j in top]
+        out[state] = Supernode.make(f"state_{state}", ids) if ids else None
+    return out
+
+
+def members_table(states: dict) -> pd.DataFrame:
+    rows = [
+        {"state": s, "layer": la, "feature": f}
+        for s, node in states.items()
+        if node is not None
+        for la, f in node.features
+    ]
+    return pd.DataFrame(rows, columns=["state", "layer", "feature"])
 
 
 def city_experiments(model, clt, tok, world: World, states: dict):

@@ -58,3 +58,28 @@ def test_tiny_pipeline_runs_end_to_end(workdir):
         in _snakemake(workdir, "-n", "--configfile", "config/tiny.yaml").stdout
         + _snakemake(workdir, "-n", "--configfile", "config/tiny.yaml").stderr
     )
+
+
+def _cli(workdir, *args):
+    if not (workdir / "results" / "tiny" / "transcoder" / "clt").exists():
+        pytest.skip("needs the tiny pipeline's outputs")
+    cmd = [sys.executable, "-m", "llmbio.cli", "--results", str(workdir / "results"), "trace",
+           "--run", "tiny", "--threads", "1", *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+def test_cli_traces_a_prompt_of_the_tiny_run(workdir):
+    out = workdir / "cli_graphs"
+    proc = _cli(workdir, "--prompt", "calc: 3+5=", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    scores = pd.read_parquet(out / "scores.parquet")
+    assert scores["n_tokens"].iloc[0] == 7
+    assert (out / "00-calc-3-5.html").exists()
+
+
+def test_cli_rejects_an_unknown_word_and_writes_nothing(workdir):
+    out = workdir / "never_written"
+    proc = _cli(workdir, "--prompt", "calc: Zanzibar+5=", "--out", str(out))
+    assert proc.returncode != 0
+    assert "Zanzibar" in proc.stderr
+    assert not out.exists()

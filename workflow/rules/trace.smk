@@ -18,3 +18,22 @@ rule trace_graphs:
         runtime=10,
     script:
         "../scripts/trace_graphs.py"
+
+
+rule faithfulness:
+    input:
+        model=f"{R}/model",
+        transcoder=f"{R}/transcoder/clt",
+        graphs=f"{R}/graphs/showcase",
+    output:
+        table=f"{R}/graphs/faithfulness.parquet",
+        figure=report(
+            f"{R}/figures/faithfulness.png",
+            caption="../report/faithfulness.rst",
+            category="Attribution graphs",
+        ),
+    log:
+        f"{R}/logs/faithfulness.log",
+    threads: CFG.trace.threads
+    script:
+        "../scripts/faithfulness.py"

@@ -111,20 +111,22 @@ def trace_stage(
 ) -> pd.DataFrame:
     """Trace every prompt into ``out_dir``; write and return ``scores.parquet``."""
     torch.set_num_threads(threads)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = load_tokenizer(model_dir)
+    for prompt in prompts:  # fail on an unknown word before writing anything
+        encode(tokenizer, prompt)
     clt = load_transcoder(transcoder_dir, model=model)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for prompt in prompts:
+    for i, prompt in enumerate(prompts):
         row = trace_prompt(
             model,
             clt,
             tokenizer,
             prompt,
             out_dir,
-            slugify(prompt),
+            f"{i:02d}-{slugify(prompt)}",
             max_feature_nodes=max_feature_nodes,
         )
         print(
@@ -136,3 +138,37 @@ def trace_stage(
     scores = pd.DataFrame(rows)
     scores.to_parquet(out_dir / "scores.parquet", index=False)
     return scores
+
+
+def faithfulness_stage(
+    model_dir,
+    transcoder_dir,
+    graphs_dir,
+    out_table,
+    out_figure,
+    n_features: int = 50,
+    threads: int = 2,
+) -> pd.DataFrame:
+    """Graph-predicted vs real ablation effects on the top logit for every traced graph.
+
+    Writes one row per sampled feature (``graph`` = the graph's file stem) and prints each
+    graph's Spearman correlation between ``predicted_total`` and ``actual``.
+    """
+    from llmbio.attribution.graph import Graph
+    from llmbio.features.faithfulness import faithfulness, plot_faithfulness
+
+    torch.set_num_threads(threads)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    clt = load_transcoder(transcoder_dir, model=model)
+    frames = []
+    for path in sorted(Path(graphs_dir).glob("*.graph.safetensors")):
+        table, rho = faithfulness(
+            model, clt, Graph.load(path), n_features=n_features, show_progress=False
+        )
+        name = path.name.removesuffix(".graph.safetensors")
+        print(f"{name}: Spearman {rho:.3f} over {len(table)} features")
+        frames.append(table.assign(graph=name, spearman=rho))
+    table = pd.concat(frames, ignore_index=True)
+    table.to_parquet(out_table, index=False)
+    draw_figure(lambda t: plot_faithfulness(t), out_figure, [out_table])
+    return table
