@@ -4,71 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-)
+from tiny_models import FAMILIES, random_clt, tiny_model
 
 from llmbio.adapters import get_adapter
 from llmbio.attribution.replacement import build_replacement, frozen, record
-from llmbio.transcoder.clt import CrossLayerTranscoder
-
-FAMILIES = ["llama", "qwen3", "gemma2", "gpt2"]
-SMALL = dict(vocab_size=64, hidden_size=32, num_hidden_layers=3, num_attention_heads=4)
-
-
-def tiny_model(family: str, seed: int = 0) -> torch.nn.Module:
-    """A float64 random model; Gemma-2 with a sliding window shorter than the prompts."""
-    torch.manual_seed(seed)
-    gqa = dict(SMALL, intermediate_size=64, num_key_value_heads=2, head_dim=8)
-    if family == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**gqa))
-    elif family == "qwen3":
-        model = Qwen3ForCausalLM(Qwen3Config(**gqa))
-    elif family == "gemma2":
-        cfg = Gemma2Config(
-            **gqa, sliding_window=4, attn_logit_softcapping=5.0, final_logit_softcapping=3.0
-        )
-        model = Gemma2ForCausalLM(cfg)
-        with torch.no_grad():  # Gemma norms start at weight 0; make them matter
-            for name, p in model.named_parameters():
-                if "norm" in name:
-                    p.normal_(0, 0.3)
-    else:
-        model = GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=64,
-                n_embd=32,
-                n_layer=3,
-                n_head=4,
-                n_positions=64,
-                bos_token_id=0,
-                eos_token_id=0,
-            )
-        )
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                if "bias" in name or "ln" in name:
-                    p.normal_(0, 0.3)
-    return model.eval().double()
-
-
-def random_clt(
-    n_layers: int = 3, d_model: int = 32, n_features: int = 40, seed: int = 0
-) -> CrossLayerTranscoder:
-    torch.manual_seed(seed)
-    clt = CrossLayerTranscoder(n_layers, d_model, n_features).double()
-    with torch.no_grad():
-        for p in clt.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-        clt.threshold.uniform_(0.0, 0.3)
-    return clt
 
 
 def _ids(n: int = 9, seed: int = 1) -> torch.Tensor:

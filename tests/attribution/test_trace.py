@@ -4,70 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-)
+from tiny_models import FAMILIES, random_clt, tiny_model
 
 from llmbio.attribution import budget
 from llmbio.attribution.replacement import build_replacement, frozen, output_layers
 from llmbio.attribution.trace import prepare_prompt, select_logits, trace
 from llmbio.tokenizer import build_tokenizer
-from llmbio.transcoder.clt import CrossLayerTranscoder
-
-FAMILIES = ["llama", "qwen3", "gemma2", "gpt2"]
-
-
-def tiny_model(family: str) -> torch.nn.Module:
-    """Float64 random models (vocab 64, d 32, 3 layers), norms and biases randomised."""
-    torch.manual_seed(0)
-    kw = dict(
-        vocab_size=64,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=64,
-        num_key_value_heads=2,
-        head_dim=8,
-    )
-    model = {
-        "llama": lambda: LlamaForCausalLM(LlamaConfig(**kw)),
-        "qwen3": lambda: Qwen3ForCausalLM(Qwen3Config(**kw)),
-        "gemma2": lambda: Gemma2ForCausalLM(
-            Gemma2Config(
-                **kw, sliding_window=4, attn_logit_softcapping=5.0, final_logit_softcapping=3.0
-            )
-        ),
-        "gpt2": lambda: GPT2LMHeadModel(
-            GPT2Config(
-                vocab_size=64, n_embd=32, n_layer=3, n_head=4, bos_token_id=0, eos_token_id=0
-            )
-        ),
-    }[family]()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "norm" in name or "ln" in name or "bias" in name:
-                p.normal_(0, 0.3)
-    return model.eval().double()
-
-
-def random_clt(
-    n_layers: int = 3, n_features: int = 40, cross_layer: bool = True
-) -> CrossLayerTranscoder:
-    torch.manual_seed(1)
-    clt = CrossLayerTranscoder(n_layers, 32, n_features, cross_layer=cross_layer).double()
-    with torch.no_grad():
-        for p in clt.parameters():
-            p.copy_(torch.randn_like(p) * 0.3)
-        clt.threshold.uniform_(0.0, 0.3)
-    return clt
-
 
 IDS = torch.tensor([0, 5, 17, 33, 2, 60, 9, 41])
 
