@@ -44,6 +44,8 @@ rule train_model:
         checkpoint_dir=f"{R}/.checkpoints/model",
     log:
         f"{R}/logs/train_model.log",
+    benchmark:
+        f"{R}/benchmarks/train_model.tsv"
     threads: CFG.train.threads
     resources:
         mem_mb=4000,

@@ -11,6 +11,8 @@ rule cache_activations:
         directory(f"{R}/activations"),
     log:
         f"{R}/logs/cache_activations.log",
+    benchmark:
+        f"{R}/benchmarks/cache_activations.tsv"
     threads: CFG.train.threads
     resources:
         mem_mb=4000,
@@ -31,6 +33,8 @@ rule train_transcoder:
         kind="clt|plt",
     log:
         f"{R}/logs/train_transcoder_{{kind}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_transcoder_{{kind}}.tsv"
     threads: CFG.train.threads
     resources:
         mem_mb=4000,
@@ -54,6 +58,8 @@ rule evaluate_transcoder:
         ),
     log:
         f"{R}/logs/evaluate_transcoder.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate_transcoder.tsv"
     threads: CFG.train.threads
     resources:
         mem_mb=4000,
