@@ -162,7 +162,9 @@ def swap_row(model, clt, tok, world, runner, ablate, states, donor_state, cache,
         donor_city = sorted(c for c in geo.train_cities() if geo.city_state[c] == donor_state)[0]
         donor_ids = torch.tensor(encode(tok, TWO_HOP_PROMPT.format(city=donor_city)))
         cache[donor_state] = donor_max(model, clt, donor_ids, node)
-    inject = Edit.inject(node, cache[donor_state], 2.0)
+    # state features appear from the city token on; injecting them earlier is off-distribution
+    start = runner.input_ids.tolist().index(tok.convert_tokens_to_ids(row["city"]))
+    inject = Edit.inject(node, cache[donor_state], 2.0, positions=tuple(range(start, runner.n_pos)))
     probs = runner.run([ablate, inject]).logits[-1].softmax(-1)
     top = tok.convert_ids_to_tokens(int(probs.argmax()))
     p = float(probs[tok.convert_tokens_to_ids(donor_capital)])
