@@ -60,3 +60,8 @@ def pack_documents(token_lists: list[list[int]], seq_len: int) -> torch.Tensor:
     if n == 0:
         raise ValueError(f"corpus has {len(flat)} tokens, fewer than one sequence of {seq_len}")
     return torch.from_numpy(flat[: n * seq_len].reshape(n, seq_len).copy())
+
+
+def packed_sequences(tokenizer, texts, seq_len: int) -> torch.Tensor:
+    """Tokenise ``texts`` (BOS per document) and pack them into ``(n_seq, seq_len)`` rows."""
+    return pack_documents(tokenizer(list(texts))["input_ids"], seq_len)

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from llmbio.behaviour import evaluate_behaviour, plot_behaviour, summarise
 from llmbio.config import RunConfig
-from llmbio.corpus import build_corpus, load_corpus, pack_documents, save_corpus
+from llmbio.corpus import build_corpus, load_corpus, packed_sequences, save_corpus
 from llmbio.figures import draw_figure
 from llmbio.organism import build_model, save_model, train_model
 from llmbio.tokenizer import build_tokenizer, load_tokenizer
@@ -51,7 +51,7 @@ def train_stage(
 ) -> None:
     tok = load_tokenizer(tokenizer_dir)
     corpus = load_corpus(corpus_path)
-    seqs = pack_documents(tok(list(corpus["text"]))["input_ids"], cfg.train.seq_len)
+    seqs = packed_sequences(tok, corpus["text"], cfg.train.seq_len)
     model = build_model(cfg.model, tok, cfg.train.seed)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"training {n_params / 1e6:.2f}M parameters on {seqs.numel() / 1e6:.1f}M packed tokens")

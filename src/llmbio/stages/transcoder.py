@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM
 
 from llmbio.activations import ActivationReader, cache_activations
 from llmbio.config import RunConfig
-from llmbio.corpus import build_corpus, load_corpus, pack_documents
+from llmbio.corpus import build_corpus, load_corpus, packed_sequences
 from llmbio.figures import draw_figure
 from llmbio.tokenizer import encode, load_tokenizer
 from llmbio.transcoder.evaluate import evaluate_transcoder, plot_transcoder_eval
@@ -32,9 +32,7 @@ from llmbio.world import World
 def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
     torch.set_num_threads(cfg.train.threads)
     tok = load_tokenizer(model_dir)
-    seqs = pack_documents(
-        tok(list(load_corpus(corpus_path)["text"]))["input_ids"], cfg.train.seq_len
-    )
+    seqs = packed_sequences(tok, load_corpus(corpus_path)["text"], cfg.train.seq_len)
     gen = torch.Generator().manual_seed(cfg.cache.seed)
     pick = torch.randperm(len(seqs), generator=gen)[: cfg.cache.n_sequences]
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -76,7 +74,7 @@ def _eval_text(cfg: RunConfig, world: World, tok) -> torch.Tensor:
         cfg.corpus, seed=cfg.corpus.seed + 7919, n_documents=cfg.transcoder_eval.n_eval_documents
     )
     docs = build_corpus(world, corpus_cfg, progress=False)
-    return pack_documents(tok(list(docs["text"]))["input_ids"], cfg.train.seq_len)
+    return packed_sequences(tok, docs["text"], cfg.train.seq_len)
 
 
 def evaluate_stage(
