@@ -16,6 +16,7 @@ import pandas as pd
 
 from llmbio.figures import FigureCheck, check_figure
 from llmbio.studies import discover_studies, evaluate_claims, load_study
+from llmbio.studies.claims import NOT_APPLICABLE, run_family
 from llmbio.studies.spec import Study
 
 AUDIT_COLUMNS = [
@@ -51,10 +52,10 @@ def run_audit(
     audit.to_parquet(out_table, index=False)
     out_markdown.write_text(markdown)
     print(summary_line(audit))
-    failed = audit[~audit["passed"]]
+    failed = audit[~audit["passed"] & (audit["status"] != NOT_APPLICABLE)]
     for r in failed.itertuples():
         print(f"FAILED {r.kind} {r.study or 'run'}/{r.item}: {r.status} {r.detail}")
-    if strict and len(failed):
+    if strict and len(failed):  # not_applicable items are not failures
         raise AuditFailed(f"{summary_line(audit)}; see {out_markdown}")
     return audit, markdown
 
@@ -77,10 +78,16 @@ def figure_rows(results_dir: Path, studies: list[Study]) -> pd.DataFrame:
     drawn = {r["item"] for r in rows}
     never_drawn = FigureCheck("missing", "declared in study.yaml but never drawn", (), "")
     for study in studies:
+        family = run_family(results_dir / "studies" / study.name)
         for fig in study.figures:
             rel = f"studies/{study.name}/figures/{fig.id}.png"
-            if rel not in drawn:
-                rows.append(_figure_row(study.name, rel, fig.caption, fig.tables, never_drawn))
+            if rel in drawn:
+                continue
+            check = never_drawn
+            if family not in fig.families:
+                detail = f"drawn on {', '.join(fig.families)} runs only, not on {family}"
+                check = FigureCheck(NOT_APPLICABLE, detail, (), "")
+            rows.append(_figure_row(study.name, rel, fig.caption, fig.tables, check))
     return pd.DataFrame(rows, columns=AUDIT_COLUMNS)
 
 
@@ -110,8 +117,10 @@ def _relative(path: str, root: Path) -> str:
 
 
 def summary_line(audit: pd.DataFrame) -> str:
+    """Verdict and counts; ``not_applicable`` items (another family's) neither pass nor fail."""
     claims, figures = audit[audit["kind"] == "claim"], audit[audit["kind"] == "figure"]
-    verdict = "PASS" if audit["passed"].all() else "FAIL"
+    applicable = audit[audit["status"] != NOT_APPLICABLE]
+    verdict = "PASS" if applicable["passed"].all() else "FAIL"
     return (
         f"audit {verdict}: claims {claims['passed'].sum()}/{len(claims)} pass "
         f"({_counts(claims)}); figures {figures['passed'].sum()}/{len(figures)} ok "
@@ -129,7 +138,9 @@ _LEGEND = (
     "`missing_table` and `error` (no rows, no column) never pass. A figure is `ok` when every "
     "table it was drawn from still has the recorded SHA-256, `stale` when one changed since, "
     "`orphaned` when its provenance sidecar or a table is gone, `missing` when study.yaml "
-    "declares it but it was never drawn."
+    "declares it but it was never drawn. On a run of a released model (no ground truth), claims "
+    "and figures written for another prompt family are `not_applicable`: not measured, neither "
+    "passed nor failed, and left out of the verdict."
 )
 
 
@@ -182,6 +193,8 @@ def _figures_table(figures: pd.DataFrame) -> list[str]:
 
 
 def _mark(status: str, passed: bool) -> str:
+    if status == NOT_APPLICABLE:
+        return f"➖ {status}"
     return f"{'✅' if passed else '❌'} {status}"
 
 

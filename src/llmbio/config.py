@@ -18,6 +18,8 @@ import yaml
 
 from llmbio.transcoder.config import TranscoderConfig
 
+ORGANISM = "organism"  # the prompt family of runs on the model organism
+
 
 class ConfigError(ValueError):
     """A configuration key is unknown, missing or of the wrong type."""
@@ -107,6 +109,28 @@ class TraceConfig:
     prompts: tuple[str, ...] = ()
     max_feature_nodes: int | None = None  # feature-node budget for long prompts (None: all)
     threads: int = 2
+    batch_size: int | None = None  # attribution targets per backward (None: sized to the prompt)
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """A released model and transcoder set instead of the organism (see config/gemma-2-2b.yaml).
+
+    With this section the DAG skips the organism and transcoder-training rules; the model and
+    the transcoders are downloaded into ``cache_dir`` by the only rules that use the network.
+    """
+
+    family: str  # the prompt family of every study.yaml (e.g. gemma-2-2b)
+    model: str  # Hugging Face model id (e.g. google/gemma-2-2b)
+    transcoder: str  # Hugging Face repo of the released transcoders (circuit-tracer layout)
+    model_revision: str = "main"
+    transcoder_revision: str = "main"
+    dtype: str = "bfloat16"  # float32 | bfloat16 | float16, for the model and the transcoder
+    device: str = "auto"  # auto (cuda when available, else cpu) | cuda | cuda:1 | cpu | mps
+    offload_decoders: bool = False  # keep transcoder decoders in host memory (fits 24 GB GPUs)
+    trust_remote_code: bool = False  # only for model repos that need their own code
+    cache_dir: str = "resources/huggingface"  # downloads land in <cache_dir>/<owner>--<name>
+    gpu_mem_mb: int = 24000  # GPU memory a job asks the cluster for (resources: gpu_mem_mb)
 
 
 @dataclass(frozen=True)
@@ -121,7 +145,13 @@ class RunConfig:
     transcoder: TranscoderConfig = field(default_factory=TranscoderConfig)
     transcoder_eval: TranscoderEvalConfig = field(default_factory=TranscoderEvalConfig)
     trace: TraceConfig = field(default_factory=TraceConfig)
+    pretrained: PretrainedConfig | None = None  # a released model instead of the organism
     audit_strict: bool = False  # fail the run when a claim fails or a figure is stale/orphaned
+
+    @property
+    def family(self) -> str:
+        """The run's prompt family in study.yaml: ``organism`` or the released model's."""
+        return self.pretrained.family if self.pretrained else ORGANISM
 
 
 def load_config(source: str | Path | dict) -> RunConfig:
@@ -146,8 +176,18 @@ def _build(cls: type, data: object, where: str):
         raise ConfigError(
             f"unknown config key '{_join(where, unknown[0])}'; allowed keys here: {names}"
         )
+    missing = [n for n in _required(cls) if n not in data]
+    if missing:
+        raise ConfigError(f"config key '{_join(where, missing[0])}' is required")
     kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _required(cls: type) -> list[str]:
+    none = dataclasses.MISSING
+    return [
+        f.name for f in dataclasses.fields(cls) if f.default is none and f.default_factory is none
+    ]
 
 
 def _convert(tp: object, value: object, where: str):
@@ -192,7 +232,9 @@ def config_schema() -> dict:
 def _object_schema(cls: type) -> dict:
     hints = typing.get_type_hints(cls)
     props = {f.name: _schema_of(hints[f.name]) for f in dataclasses.fields(cls)}
-    return {"type": "object", "additionalProperties": False, "properties": props}
+    schema = {"type": "object", "additionalProperties": False, "properties": props}
+    required = _required(cls)
+    return {**schema, "required": required} if required else schema
 
 
 def _schema_of(tp: object) -> dict:

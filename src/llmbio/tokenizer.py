@@ -63,8 +63,15 @@ def load_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """Token ids of ``text`` with BOS; raises :class:`UnknownTokenError` naming unknown words."""
-    ids = tokenizer(text)["input_ids"]
+    """Token ids of ``text`` with BOS; raises :class:`UnknownTokenError` naming unknown words.
+
+    BOS is prepended when the tokenizer does not add a special token itself (Qwen), as
+    :func:`llmbio.attribution.trace.prepare_prompt` does, so both see the same ids.
+    """
+    ids = list(tokenizer(text)["input_ids"])
+    bos = tokenizer.bos_token_id
+    if bos is not None and (not ids or ids[0] not in tokenizer.all_special_ids):
+        ids = [bos, *ids]
     unk = tokenizer.unk_token_id
     if unk is not None and unk in ids:
         unknown = [w for w in split_words(text) if tokenizer.convert_tokens_to_ids(w) == unk]

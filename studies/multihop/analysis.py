@@ -31,6 +31,7 @@ from llmbio.studies.experiments import (
     resolve_supernodes,
     run_interventions,
 )
+from llmbio.studies.generic import run_declared
 from llmbio.tokenizer import encode, load_tokenizer
 from llmbio.transcoder.io import load_transcoder
 from llmbio.world import World
@@ -41,6 +42,8 @@ TOP_K = 8  # features per state supernode
 
 
 def run(context: StudyContext) -> None:
+    if context.family != "organism":  # released models: no ground truth, declared experiments
+        return run_declared(context)
     torch.set_num_threads(context.config.train.threads if context.config else 2)
     model = AutoModelForCausalLM.from_pretrained(context.model_dir).eval()
     tok = load_tokenizer(context.model_dir)

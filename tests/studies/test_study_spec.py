@@ -120,7 +120,7 @@ def test_unknown_and_missing_keys_are_named(tmp_path):
     with pytest.raises(StudyError) as err:
         load_study(write_study(tmp_path, data))
     message = str(err.value)
-    assert "supernodes[0].featurs: unknown key; allowed: ['features', 'name'" in message
+    assert "supernodes[0].featurs: unknown key; allowed: ['families', 'features', 'name'" in message
     assert "claims[0].threshold: required key missing" in message
 
 

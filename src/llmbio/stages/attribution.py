@@ -48,8 +48,14 @@ def trace_prompt(
     slug: str,
     feature_labels=None,
     max_feature_nodes: int | None = None,
+    batch_size: int | None = None,
+    save_graph: bool = True,
 ) -> dict:
-    """Trace, prune, score and export one prompt; returns its row of ``scores.parquet``."""
+    """Trace, prune, score and export one prompt; returns its row of ``scores.parquet``.
+
+    ``save_graph=False`` skips ``<slug>.graph.safetensors`` (the full adjacency, which the
+    faithfulness rule reads; ~0.4 GB for a real model's 8k-feature graph).
+    """
     out_dir = Path(out_dir)
     ids = torch.tensor(encode(tokenizer, prompt))
     start = time.perf_counter()
@@ -60,10 +66,13 @@ def trace_prompt(
         tokenizer=tokenizer,
         show_progress=False,
         max_feature_nodes=max_feature_nodes,
+        batch_size=batch_size,
     )
     seconds = time.perf_counter() - start
     graph.prompt = prompt
-    graph.save(out_dir / f"{slug}.graph.safetensors")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if save_graph:
+        graph.save(out_dir / f"{slug}.graph.safetensors")
     pruned = prune_graph(graph)
     full, kept = compute_graph_scores(graph), compute_graph_scores(graph, pruned)
     nodes, edges = graph_tables(graph, pruned, tokenizer=tokenizer, feature_labels=feature_labels)

@@ -4,10 +4,15 @@ A claim selects rows of a results table (``where``), aggregates one column and c
 result with the threshold written in study.yaml; the threshold is never touched here. Only a
 measured number can pass: a missing table is ``missing_table``, an empty selection, a missing
 column or a non-numeric aggregate is ``error``, and both count as not passed.
+
+A claim names the prompt families whose runs can test it (``families``, default: the organism,
+whose ground truth most tables need). On a run of another family (a released model) it is
+``not_applicable``: not measured, so neither passed nor failed, and listed as such in the audit.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import operator
 from pathlib import Path
@@ -16,7 +21,9 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype
 
 from llmbio.figures import read_table
-from llmbio.studies.spec import Claim, Study, load_study
+from llmbio.studies.spec import ORGANISM, Claim, Study, load_study
+
+NOT_APPLICABLE = "not_applicable"
 
 CLAIM_COLUMNS = [
     "study", "claim_id", "statement", "table", "measured", "op", "threshold", "paper_value",
@@ -36,18 +43,29 @@ class ClaimError(ValueError):
     """The claim cannot be measured (no rows, no column, non-numeric values)."""
 
 
-def evaluate_claims(study: Study, results_dir: str | Path) -> pd.DataFrame:
+def run_family(results_dir: str | Path) -> str:
+    """The prompt family the study's analysis ran for (its ``tables.done``; organism if none)."""
+    marker = Path(results_dir) / "tables.done"
+    if not marker.is_file():
+        return ORGANISM
+    return json.loads(marker.read_text()).get("family", ORGANISM)
+
+
+def evaluate_claims(
+    study: Study, results_dir: str | Path, family: str | None = None
+) -> pd.DataFrame:
     """One row per claim of ``study`` (columns :data:`CLAIM_COLUMNS`).
 
     ``results_dir`` is the study's results folder (``results/<run>/studies/<name>``); each
-    claim's ``table`` is relative to it.
+    claim's ``table`` is relative to it. ``family`` defaults to :func:`run_family`.
     """
-    rows = [_evaluate(study.name, c, Path(results_dir)) for c in study.claims]
+    family = family or run_family(results_dir)
+    rows = [_evaluate(study.name, c, Path(results_dir), family) for c in study.claims]
     table = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
     return table.astype({"measured": float, "threshold": float, "n_rows": "Int64", "passed": bool})
 
 
-def _evaluate(study: str, claim: Claim, results_dir: Path) -> dict:
+def _evaluate(study: str, claim: Claim, results_dir: Path, family: str = ORGANISM) -> dict:
     row = {
         "study": study,
         "claim_id": claim.id,
@@ -61,6 +79,10 @@ def _evaluate(study: str, claim: Claim, results_dir: Path) -> dict:
         "n_rows": None,
         "passed": False,
     }
+    if family not in claim.families:
+        runs = ", ".join(claim.families)
+        detail = f"tested on {runs} runs only; this run's prompt family is {family}"
+        return {**row, "status": NOT_APPLICABLE, "detail": detail}
     path = results_dir / claim.table
     if not path.is_file():
         return {**row, "status": "missing_table", "detail": f"no table {path}"}

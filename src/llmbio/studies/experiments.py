@@ -32,8 +32,12 @@ def load_label_scores(run_dir: str | Path) -> pd.DataFrame:
 def resolve_supernodes(study: Study, label_scores: pd.DataFrame) -> dict[str, Supernode]:
     out = {}
     for spec in study.supernodes:
+        if not spec.applies_to("organism"):
+            continue
         members = list(spec.features)
-        if spec.rule is not None:
+        if isinstance(spec.rule, dict) and "prompt" in spec.rule:
+            pass  # a prompt rule (released models) needs the model: llmbio.studies.generic
+        elif spec.rule is not None:
             members += [f"{la}/{f}" for la, f in select_features(label_scores, spec.rule)]
         if not members:
             print(f"supernode {spec.name}: no feature matches its rule")
@@ -55,6 +59,9 @@ def _positions(position, ids: list[int], tokenizer) -> tuple[int, ...] | None:
         return (position % len(ids),)
     token = tokenizer.convert_tokens_to_ids(str(position))
     found = tuple(i for i, t in enumerate(ids) if t == token)
+    if not found:  # released tokenizers spell " Dallas" as "▁Dallas" / "ĠDallas": match decoded
+        want = str(position).strip()
+        found = tuple(i for i, t in enumerate(ids) if i and tokenizer.decode([t]).strip() == want)
     if not found:
         raise ValueError(f"position {position!r}: token not in the prompt")
     return found
@@ -85,6 +92,8 @@ def run_interventions(
 ) -> tuple[pd.DataFrame, dict[str, InterventionResult]]:
     frames, results = [], {}
     for iv in study.interventions:
+        if iv.families is not None and family not in iv.families:
+            continue
         try:
             ids, edits = build_edits(study, iv, nodes, model, clt, tokenizer, family)
         except (ValueError, KeyError) as err:

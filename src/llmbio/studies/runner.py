@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmbio.config import RunConfig
+from llmbio.config import ORGANISM, RunConfig
 from llmbio.figures import draw_figure, read_table, save_figure, sha256_of
 from llmbio.studies.spec import Prompt, Study, load_study
 
@@ -40,11 +40,29 @@ class StudyContext:
     out_dir: Path  # results/<run>/studies/<name>
 
     @property
+    def family(self) -> str:
+        """The run's prompt family: ``organism``, or a released model's (``gemma-2-2b``, ...).
+
+        Analyses written for the organism's ground truth start with
+        ``if context.family != "organism": return run_declared(context)``
+        (:func:`llmbio.studies.generic.run_declared`).
+        """
+        return self.config.family if self.config is not None else ORGANISM
+
+    @property
     def model_dir(self) -> Path:
+        if self.config is not None and self.config.pretrained is not None:
+            from llmbio.pretrained import model_dir
+
+            return model_dir(self.config.pretrained)
         return self.run_dir / "model"
 
     @property
     def transcoder_dir(self) -> Path:
+        if self.config is not None and self.config.pretrained is not None:
+            from llmbio.pretrained import transcoder_dir
+
+            return transcoder_dir(self.config.pretrained)
         return self.run_dir / "transcoder" / "clt"
 
     @property
@@ -59,8 +77,9 @@ class StudyContext:
     def figures_dir(self) -> Path:
         return self.out_dir / "figures"
 
-    def prompts(self, family: str = "organism") -> tuple[Prompt, ...]:
-        return (self.study.prompts or {}).get(family, ())
+    def prompts(self, family: str | None = None) -> tuple[Prompt, ...]:
+        """The study's prompts of ``family`` (default: the run's)."""
+        return (self.study.prompts or {}).get(family or self.family, ())
 
     def table_path(self, table: str | Path) -> Path:
         """A bare name (``"ablation"``) is ``tables/ablation.parquet``; a path is kept."""
@@ -155,6 +174,7 @@ def _write_marker(ctx: StudyContext) -> Path:
         for kind, folder in (("tables", ctx.tables_dir), ("figures", ctx.figures_dir))
     }
     marker = ctx.out_dir / "tables.done"
-    marker.write_text(json.dumps({"study": ctx.study.name, **written}, indent=2) + "\n")
+    body = {"study": ctx.study.name, "family": ctx.family, **written}
+    marker.write_text(json.dumps(body, indent=2) + "\n")
     print(f"study {ctx.study.name}: {len(written['tables'])} tables, {marker}")
     return marker

@@ -44,6 +44,25 @@ def _prompt() -> dict:
     return _object({"id": _ID, "text": _TEXT, "target": _TEXT}, ("id", "text"))
 
 
+_FAMILIES = {"type": "array", "items": _ID}  # prompt families: organism, gemma-2-2b, ...
+
+
+def _prompt_rule() -> dict:
+    # released models have no ground-truth labels: select features on a prompt of the run's
+    # family (see llmbio.studies.rules)
+    return _object(
+        {
+            "prompt": _ID,
+            "token": _TEXT,
+            "promotes": _TEXT,
+            "contrast_prompt": _ID,
+            "top_k": {"type": "integer", "minimum": 1},
+            "layers": _list({"type": "integer"}),
+        },
+        ("prompt",),
+    )
+
+
 def _supernode() -> dict:
     # the rule keys of llmbio.features.supernodes (a mapping) or a pandas query string
     rule = _object(
@@ -61,8 +80,10 @@ def _supernode() -> dict:
         {
             "name": _NAME,
             "features": _list({"type": "string", "pattern": "^[0-9]+/[0-9]+$"}),
-            "rule": {"anyOf": [rule, {"type": "string"}]},
+            "rule": {"anyOf": [rule, _prompt_rule(), {"type": "string"}]},
             "positions": _list(_POSITION),
+            "families": _FAMILIES,
+            "transcoder": _TEXT,
         },
         ("name",),
     )
@@ -101,6 +122,7 @@ def _intervention() -> dict:
             "edits": _list(_edit(), minItems=1),
             "freeze_attention": {"type": "boolean"},
             "constrained_layers": layers,
+            "families": _FAMILIES,
         },
         ("id", "prompt", "edits"),
     )
@@ -109,7 +131,7 @@ def _intervention() -> dict:
 def _figure() -> dict:
     tables = {"anyOf": [_TEXT, _list(_TEXT, minItems=1)]}
     return _object(
-        {"id": _ID, "kind": _TEXT, "table": tables, "caption": _TEXT},
+        {"id": _ID, "kind": _TEXT, "table": tables, "caption": _TEXT, "families": _FAMILIES},
         ("id", "kind", "table", "caption"),
     )
 
@@ -128,6 +150,7 @@ def _claim() -> dict:
             "threshold": {"type": "number"},
             "paper_value": {"type": ["number", "string"]},
             "paper_ref": _TEXT,
+            "families": _FAMILIES,
         },
         ("id", "statement", "table", "column", "aggregate", "op", "threshold"),
     )

@@ -32,12 +32,23 @@ class Prompt:
     target: str | None = None  # the expected answer token, when there is one
 
 
+ORGANISM = "organism"
+ORGANISM_ONLY = (ORGANISM,)
+
+
 @dataclass(frozen=True)
 class Supernode:
     name: str
     features: tuple[str, ...] = ()  # "layer/feature" ids
     rule: dict | str | None = None  # label-table rule (see llmbio.features.supernodes)
     positions: tuple[int | str, ...] | None = None  # None: every position
+    families: tuple[str, ...] | None = None  # prompt families it applies to (None: all)
+    transcoder: str | None = None  # explicit ids are only valid for this transcoder repo
+
+    def applies_to(self, family: str, transcoder: str | None = None) -> bool:
+        if self.families is not None and family not in self.families:
+            return False
+        return self.transcoder is None or self.transcoder == transcoder
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class Intervention:
     edits: tuple[Edit, ...]
     freeze_attention: bool = False
     constrained_layers: tuple[int, int] | None = None
+    families: tuple[str, ...] | None = None  # prompt families it runs on (None: all)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,7 @@ class FigureSpec:
     kind: str
     tables: tuple[str, ...]  # relative to the study's results folder
     caption: str
+    families: tuple[str, ...] = ORGANISM_ONLY  # runs that draw it; elsewhere not applicable
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,8 @@ class Claim:
     where: str | dict | None = None
     paper_value: float | str | None = None
     paper_ref: str = ""
+    # runs whose tables can test it; on other runs the claim is "not_applicable" (not a pass)
+    families: tuple[str, ...] = ORGANISM_ONLY
 
 
 @dataclass(frozen=True)
@@ -181,6 +196,8 @@ def _build(data: dict, folder: Path) -> Study:
             tuple(s.get("features", ())),
             s.get("rule"),
             tuple(s["positions"]) if "positions" in s else None,
+            _families(s, None),
+            s.get("transcoder"),
         )
         for s in data.get("supernodes", [])
     )
@@ -191,15 +208,19 @@ def _build(data: dict, folder: Path) -> Study:
             tuple(Edit(**e) for e in i["edits"]),
             i.get("freeze_attention", False),
             tuple(i["constrained_layers"]) if i.get("constrained_layers") else None,
+            _families(i, None),
         )
         for i in data.get("interventions", [])
     )
     figures = tuple(
-        FigureSpec(f["id"], f["kind"], _as_tuple(f["table"]), f["caption"])
+        FigureSpec(
+            f["id"], f["kind"], _as_tuple(f["table"]), f["caption"], _families(f, ORGANISM_ONLY)
+        )
         for f in data.get("figures", [])
     )
     claims = tuple(
-        Claim(**{**c, "threshold": float(c["threshold"])}) for c in data.get("claims", [])
+        Claim(**{**c, "threshold": float(c["threshold"]), "families": _families(c, ORGANISM_ONLY)})
+        for c in data.get("claims", [])
     )
     return Study(
         name=data["name"],
@@ -214,6 +235,10 @@ def _build(data: dict, folder: Path) -> Study:
         figures=figures,
         claims=claims,
     )
+
+
+def _families(item: dict, default: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    return tuple(item["families"]) if "families" in item else default
 
 
 def _as_tuple(value: str | list[str]) -> tuple[str, ...]:

@@ -56,6 +56,16 @@ class CrossLayerTranscoder(nn.Module):
             return self.W_dec[source_layer][:, 0]
         return self.W_dec[source_layer][:, target_layer - source_layer]
 
+    def decoder_rows(self, source_layer: int, ids: torch.Tensor) -> torch.Tensor:
+        """Decoders of some of ``source_layer``'s features, ``(K, n_targets, D)``, on the device
+        of the encoder (``target_layers(source_layer)`` order).
+
+        The decoders may live in host memory (``load_transcoder(offload_decoders=True)``): only
+        the rows asked for travel to the GPU.
+        """
+        w = self.W_dec[source_layer]
+        return w[ids.to(w.device)].to(self.b_dec.device, non_blocking=True)
+
     def source_layers(self, target_layer: int) -> range:
         """Layers whose features write to ``target_layer``'s MLP output."""
         return (

@@ -1,0 +1,129 @@
+"""Released models and transcoder sets: where they are downloaded, and how they are loaded.
+
+A run config with a ``pretrained:`` section (config/gemma-2-2b.yaml, ...) names a Hugging Face
+model and a released transcoder repo in circuit-tracer's layouts. :func:`download_model` and
+:func:`download_transcoder` are the only functions of llmbio that use the network; the Snakemake
+rules ``download_model`` / ``download_transcoder`` call them. They write plain directories::
+
+    resources/huggingface/<owner>--<name>/          # the snapshot (safetensors, config, tokenizer)
+    resources/huggingface/<owner>--<name>/hf/<owner>--<name>/<path>
+        # files a transcoder config.yaml lists as hf://<owner>/<name>/<path> (GemmaScope PLTs)
+
+Only safetensors, NumPy ``.npz`` (read without pickle) and YAML/JSON/tokenizer files are fetched;
+``trust_remote_code`` stays off unless the config asks for it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from llmbio.config import PretrainedConfig
+from llmbio.devices import pick_device, pick_dtype
+
+MODEL_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
+TRANSCODER_FILES = ["config.yaml", "*.safetensors", "*.npz"]  # not features/*.bin (dashboards)
+HF_PREFIX = "hf://"
+
+
+def repo_dir(cfg: PretrainedConfig, repo: str) -> Path:
+    """``<cache_dir>/<owner>--<name>``: one flat directory per downloaded repo."""
+    return Path(cfg.cache_dir) / repo.replace("/", "--")
+
+
+def model_dir(cfg: PretrainedConfig) -> Path:
+    return repo_dir(cfg, cfg.model)
+
+
+def transcoder_dir(cfg: PretrainedConfig) -> Path:
+    return repo_dir(cfg, cfg.transcoder)
+
+
+def parse_hf_uri(uri: str) -> tuple[str, str, str | None]:
+    """``hf://owner/name[@rev]/path[?revision=rev]`` -> (repo id, file path, revision)."""
+    body, _, query = uri.removeprefix(HF_PREFIX).partition("?")
+    owner, name, *rest = body.split("/")
+    name, _, revision = name.partition("@")
+    if query.startswith("revision="):
+        revision = query.removeprefix("revision=")
+    if not rest:
+        raise ValueError(f"{uri}: expected hf://<owner>/<name>/<path to a file>")
+    return f"{owner}/{name}", "/".join(rest), revision or None
+
+
+def hf_uri_path(directory: str | Path, uri: str) -> Path:
+    """Where :func:`download_transcoder` puts the file of ``hf://owner/name/path``."""
+    repo, path, _ = parse_hf_uri(uri)
+    return Path(directory) / "hf" / repo.replace("/", "--") / path
+
+
+def download_model(cfg: PretrainedConfig, out_dir: str | Path) -> Path:
+    """NETWORK: snapshot the model repo (weights, config, tokenizer) into ``out_dir``."""
+    from huggingface_hub import snapshot_download
+
+    snapshot_download(
+        cfg.model, revision=cfg.model_revision, local_dir=out_dir, allow_patterns=MODEL_FILES
+    )
+    return Path(out_dir)
+
+
+def download_transcoder(cfg: PretrainedConfig, out_dir: str | Path) -> Path:
+    """NETWORK: snapshot the transcoder repo, then every ``hf://`` file its config.yaml lists."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    out_dir = Path(out_dir)
+    snapshot_download(
+        cfg.transcoder,
+        revision=cfg.transcoder_revision,
+        local_dir=out_dir,
+        allow_patterns=TRANSCODER_FILES,
+    )
+    for uri in listed_transcoders(out_dir):
+        if not uri.startswith(HF_PREFIX):
+            continue
+        repo, path, revision = parse_hf_uri(uri)
+        local = out_dir / "hf" / repo.replace("/", "--")
+        hf_hub_download(repo, path, revision=revision, local_dir=local)
+    return out_dir
+
+
+def listed_transcoders(directory: str | Path) -> list[str]:
+    """The ``transcoders:`` list of a transcoder directory's config.yaml (empty if none)."""
+    path = Path(directory) / "config.yaml"
+    if not path.is_file():
+        return []
+    return list((yaml.safe_load(path.read_text()) or {}).get("transcoders") or [])
+
+
+def load_pretrained(cfg: PretrainedConfig, device: str | torch.device | None = None):
+    """``(model, tokenizer, transcoder)`` of a run config, on its device and in its dtype.
+
+    Reads only the downloaded directories (no network). The tokenizer gets a BOS token when
+    it has none (Qwen): position 0 is left out of every graph, as in circuit-tracer.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmbio.transcoder.io import load_transcoder
+
+    device = pick_device(cfg.device) if device is None else torch.device(device)
+    dtype = pick_dtype(cfg.dtype, device)
+    path = model_dir(cfg)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} is missing; run the download_model rule first")
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True
+    )
+    model = model.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer.bos_token is None:
+        tokenizer.bos_token = tokenizer.eos_token or tokenizer.pad_token
+    clt = load_transcoder(
+        transcoder_dir(cfg),
+        model=model,
+        dtype=dtype,
+        device=device,
+        offload_decoders=cfg.offload_decoders,
+    )
+    return model, tokenizer, clt
