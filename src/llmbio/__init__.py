@@ -1,3 +1,6 @@
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
-__version__ = version("llmbio")
+try:
+    __version__ = version("llmbio")
+except PackageNotFoundError:  # run from a source tree (PYTHONPATH=src), e.g. on a GPU box
+    __version__ = "0+source"

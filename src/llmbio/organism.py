@@ -83,6 +83,7 @@ def train_model(
     )
     start, curve = _resume(model, opt, ckpt, fingerprint)
     model.train()
+    device = next(model.parameters()).device  # the sequences stay on the CPU; batches move
     t0 = time.perf_counter() - (curve[-1]["seconds"] if curve else 0.0)
     bar = tqdm(
         range(start, cfg.steps),
@@ -95,7 +96,7 @@ def train_model(
     for step in bar:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        batch = sequences[batch_indices(len(sequences), step, cfg)]
+        batch = sequences[batch_indices(len(sequences), step, cfg)].to(device)
         loss = model(input_ids=batch, labels=batch).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
