@@ -22,10 +22,10 @@ import yaml
 
 from llmbio.config import PretrainedConfig
 from llmbio.devices import pick_device, pick_dtype
+from llmbio.transcoder.released import HF_PREFIX, parse_hf_uri
 
 MODEL_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.tiktoken"]
 TRANSCODER_FILES = ["config.yaml", "*.safetensors", "*.npz"]  # not features/*.bin (dashboards)
-HF_PREFIX = "hf://"
 
 
 def repo_dir(cfg: PretrainedConfig, repo: str) -> Path:
@@ -39,24 +39,6 @@ def model_dir(cfg: PretrainedConfig) -> Path:
 
 def transcoder_dir(cfg: PretrainedConfig) -> Path:
     return repo_dir(cfg, cfg.transcoder)
-
-
-def parse_hf_uri(uri: str) -> tuple[str, str, str | None]:
-    """``hf://owner/name[@rev]/path[?revision=rev]`` -> (repo id, file path, revision)."""
-    body, _, query = uri.removeprefix(HF_PREFIX).partition("?")
-    owner, name, *rest = body.split("/")
-    name, _, revision = name.partition("@")
-    if query.startswith("revision="):
-        revision = query.removeprefix("revision=")
-    if not rest:
-        raise ValueError(f"{uri}: expected hf://<owner>/<name>/<path to a file>")
-    return f"{owner}/{name}", "/".join(rest), revision or None
-
-
-def hf_uri_path(directory: str | Path, uri: str) -> Path:
-    """Where :func:`download_transcoder` puts the file of ``hf://owner/name/path``."""
-    repo, path, _ = parse_hf_uri(uri)
-    return Path(directory) / "hf" / repo.replace("/", "--") / path
 
 
 def download_model(cfg: PretrainedConfig, out_dir: str | Path) -> Path:

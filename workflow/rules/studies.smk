@@ -21,13 +21,21 @@ def study_of(wildcards):
 
 
 def study_analysis_inputs(wildcards):
-    """study.yaml, analysis.py (so code edits rerun it) and the run outputs in `needs`."""
+    """study.yaml, analysis.py (so code edits rerun it) and the run outputs in `needs`.
+
+    On a released model (config `pretrained:`) the needs are its downloaded model and
+    transcoder: the organism's outputs (world, atlas) do not exist there.
+    """
     folder = os.path.join(STUDIES_ROOT, wildcards.study)
     analysis = os.path.join(folder, "analysis.py")
+    if CFG.pretrained is None:
+        needs = [f"{R}/{need}" for need in study_of(wildcards).needs]
+    else:
+        needs = [MODEL_DIR, TRANSCODER_DIR]
     return {
         "study": os.path.join(folder, "study.yaml"),
         "code": [analysis] if os.path.exists(analysis) else [],
-        "needs": [f"{R}/{need}" for need in study_of(wildcards).needs],
+        "needs": needs,
     }
 
 
@@ -52,6 +60,10 @@ rule study_analysis:
     log:
         f"{R}/logs/studies/{{study}}/analysis.log",
     threads: CFG.train.threads
+    resources:
+        # a released model runs on a GPU (see workflow/rules/pretrained.smk)
+        gpu=0 if CFG.pretrained is None else 1,
+        mem_mb=4000 if CFG.pretrained is None else 48000,
     script:
         "../scripts/study_analysis.py"
 

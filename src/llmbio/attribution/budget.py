@@ -109,7 +109,7 @@ def rank_features(
             if not fits:
                 rows.zero_()
             layer = int(features[chunk[0], 0])
-            vectors = rc.transcoder.W_enc[layer][features[chunk, 2]]
+            vectors = rc.rep.encoder_vectors(rc.transcoder, layer, features[chunk])
             rc.rows(layer, features[chunk, 1], vectors, rows)
             store.add(rows, chunk)
             slot[chunk] = torch.arange(n_visited, n_visited + len(chunk))

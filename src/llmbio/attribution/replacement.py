@@ -13,7 +13,10 @@ Two passes, both through the model's own ``forward`` (nothing is re-implemented)
 
 :func:`build_replacement` adds a transcoder: active features from the true ``hook_resid_mid``, their
 reconstruction and the error ``mlp_out - reconstruction``. Feeding ``reconstruction + error`` to the
-frozen model reproduces the model's logits.
+frozen model reproduces the model's logits. A transcoder with a skip path (``W_skip``) keeps it
+live, as circuit-tracer does: the error excludes the recorded skip term and the frozen model adds
+``skip(hook_resid_mid)`` to every MLP output (:meth:`FrozenModel.use_skip`); a transcoder reading
+the normalised residual does so with the norm factor frozen at its recorded value.
 
 The model is restored on exit of every context, also on exceptions.
 """
@@ -181,6 +184,11 @@ class FrozenModel:
         self._mlp_out: list[torch.Tensor] = []
         self._resid_mid: list[torch.Tensor | None] = [None] * recording.n_layers
         self._final: list[torch.Tensor] = []
+        self._skip: Callable[[int, torch.Tensor], torch.Tensor] | None = None
+
+    def use_skip(self, skip: Callable[[int, torch.Tensor], torch.Tensor] | None) -> None:
+        """Add ``skip(layer, hook_resid_mid)`` ``(B, m, D)`` to every MLP output (linear)."""
+        self._skip = skip
 
     def forward(
         self, embed: torch.Tensor, mlp_out: list[torch.Tensor] | torch.Tensor
@@ -210,7 +218,9 @@ class FrozenModel:
     def mlp_value(self, layer: int) -> torch.Tensor:
         if not self._mlp_out:
             raise RuntimeError("Inside frozen(), run the FrozenModel it yields, not the model.")
-        return self._mlp_out[layer]
+        if self._skip is None:
+            return self._mlp_out[layer]
+        return self._mlp_out[layer] + self._skip(layer, self._resid_mid[layer])
 
 
 @contextmanager
@@ -260,12 +270,38 @@ class LocalReplacement:
     active_features: torch.Tensor  # (K, 3) long on CPU: layer, position, feature id; sorted
     activation_values: torch.Tensor  # (K,) transcoder dtype
     reconstruction: torch.Tensor  # (L, n, D): b_dec + decoded active features, model dtype
-    error: torch.Tensor  # (L, n, D): mlp_out - reconstruction, model dtype
+    error: torch.Tensor  # (L, n, D): mlp_out - reconstruction (- skip term), model dtype
     skip_positions: int = 1
+    # (L, n, 1) frozen 1/rms of hook_resid_mid when the transcoder reads it normalised, else None
+    input_scales: torch.Tensor | None = None
 
     def mlp_out(self) -> torch.Tensor:
-        """The frozen model's MLP outputs ``(L, n, D)``: reconstruction + error (= recorded)."""
+        """The frozen model's MLP inputs ``(L, n, D)``: reconstruction + error (= recorded
+        ``mlp_out``, minus the skip term when the transcoder has one: that one stays live)."""
         return self.reconstruction + self.error
+
+    def encoder_vectors(self, transcoder, layer: int, features: torch.Tensor) -> torch.Tensor:
+        """Directions ``(K, D)`` at ``hook_resid_mid`` whose dot product is the pre-activation
+        (without ``b_enc``) of ``features`` ``(K, 3)`` of ``layer``, norm factor frozen."""
+        vectors = transcoder.W_enc[layer][features[:, 2].to(transcoder.W_enc.device)]
+        if self.input_scales is None:
+            return vectors
+        scale = self.input_scales[layer, features[:, 1].to(self.input_scales.device)]
+        return (vectors * scale.to(vectors.device)).to(vectors.dtype)
+
+    def skip_fn(self, transcoder) -> Callable[[int, torch.Tensor], torch.Tensor] | None:
+        """The transcoder's skip path with the recorded norm factors, for :meth:`use_skip`."""
+        if transcoder.W_skip is None:
+            return None
+        scales = self.input_scales
+
+        def skip(layer: int, x: torch.Tensor) -> torch.Tensor:
+            if scales is not None:
+                x = x * scales[layer, : x.shape[-2]].to(x.dtype)
+            w = transcoder.W_skip[layer]
+            return (x.to(w.dtype) @ w.T).to(x.dtype)
+
+        return skip
 
 
 def check_transcoder(model: nn.Module, transcoder: CrossLayerTranscoder) -> Adapter:
@@ -288,8 +324,8 @@ def scaled_decoders(
     """
     mask = features[:, 0] == layer
     ids, acts = features[mask, 2], values[mask]
-    decs = [transcoder.decoder_to(layer, t)[ids] for t in output_layers(transcoder, layer)]
-    return torch.stack(decs, dim=1) * acts[:, None, None]
+    decs = transcoder.decoder_rows(layer, ids)  # (K, n_targets, D): output_layers(layer)
+    return decs * acts.to(decs.device)[:, None, None]
 
 
 @torch.no_grad()
@@ -303,6 +339,7 @@ def build_replacement(
     check_transcoder(model, transcoder)
     rec = record(model, input_ids)
     tdtype = transcoder.W_enc.dtype
+    scales = transcoder.input_scale(rec.resid_mid)  # (L, n, 1) or None
     feats, vals = [], []
     for layer in range(rec.n_layers):
         acts = transcoder.encode(rec.resid_mid[layer].to(tdtype), layer)
@@ -318,4 +355,8 @@ def build_replacement(
         for j, target in enumerate(output_layers(transcoder, layer)):
             recon[target].index_add_(0, pos, decs[:, j])
     recon = recon.to(rec.mlp_out.dtype)
-    return LocalReplacement(rec, features.cpu(), values, recon, rec.mlp_out - recon, skip_positions)
+    error = rec.mlp_out - recon
+    if transcoder.W_skip is not None:
+        skip = [transcoder.skip(rec.resid_mid[i].to(tdtype), i) for i in range(rec.n_layers)]
+        error = error - torch.stack(skip).to(error.dtype)
+    return LocalReplacement(rec, features.cpu(), values, recon, error, skip_positions, scales)

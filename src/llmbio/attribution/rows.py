@@ -35,7 +35,9 @@ class _SourceLayer:
     """The feature columns of one source layer, sorted by position."""
 
     outputs: list[int]  # MLP outputs these features write to, ascending
-    decoders: torch.Tensor  # (K_l, len(outputs) * D): a_s * W_dec, output layers concatenated
+    # (K_l, len(outputs) * D): a_s * W_dec, output layers concatenated, in the transcoder's dtype
+    # (upcast per block: a 64-token Gemma CLT graph has GBs of them)
+    decoders: torch.Tensor
     col0: int  # column of this layer's first feature
     bounds: list[int]  # (n + 1,) offsets of each position's features within the layer
     positions: list[int]  # positions that have at least one feature
@@ -71,7 +73,7 @@ class RowComputer:
         self._sources, col0 = [], 0
         for layer in range(self.n_layers):
             pos = feats[feats[:, 0] == layer, 1]
-            decs = scaled_decoders(self.transcoder, feats, vals, layer).to(self.dtype)
+            decs = scaled_decoders(self.transcoder, feats, vals, layer).to(self.device)
             bounds = torch.searchsorted(pos, torch.arange(self.n_pos + 1)).tolist()
             present = [p for p in range(self.n_pos) if bounds[p + 1] > bounds[p]]
             outs = output_layers(self.transcoder, layer)
@@ -176,4 +178,4 @@ class RowComputer:
             if s0 == S:
                 break  # every target sits before p, and later positions too
             k0, k1 = src.bounds[p], src.bounds[p + 1]
-            out[s0:, src.col0 + k0 : src.col0 + k1] = gcat[p, s0:] @ decs[k0:k1].T
+            out[s0:, src.col0 + k0 : src.col0 + k1] = gcat[p, s0:] @ decs[k0:k1].to(gcat.dtype).T

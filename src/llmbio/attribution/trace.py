@@ -153,6 +153,7 @@ def trace(
         "Tracing %d tokens: %d active features, %d kept", rec.n_pos, len(rep.active_features), keep
     )
     with frozen(model, rec) as fm:
+        fm.use_skip(rep.skip_fn(transcoder))
         rc = RowComputer(fm, rep, transcoder)
         adjacency, selected = _attribute(rc, directions, logit_probs, keep, batch, show_progress)
     return Graph(
@@ -250,7 +251,7 @@ def _feature_rows(
         idx = (features[:, 0] == layer).nonzero()[:, 0]
         for chunk in idx.split(batch) if len(idx) else ():
             f = features[chunk]
-            vectors = transcoder.W_enc[layer][f[:, 2]]
+            vectors = rc.rep.encoder_vectors(transcoder, layer, f)
             r0, r1 = int(chunk[0]), int(chunk[-1]) + 1
             rc.rows(layer, f[:, 1], vectors, adjacency[r0:r1, : rc.n_cols])
             bar.update(len(chunk))

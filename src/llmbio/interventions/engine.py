@@ -99,8 +99,9 @@ class _Pass:
 
     def _queue(self, layer: int, pos: torch.Tensor, feat: torch.Tensor, delta: torch.Tensor):
         """Add ``delta * W_dec[layer -> t]`` at ``pos`` to every output layer ``t``."""
-        for target in self.clt.target_layers(layer):
-            vectors = delta[:, None] * self.clt.decoder_to(layer, target)[feat]  # (E, D)
+        rows = self.clt.decoder_rows(layer, feat)  # (E, n_targets, D); decoders may be offloaded
+        for j, target in enumerate(self.clt.target_layers(layer)):
+            vectors = delta[:, None] * rows[:, j].to(delta.dtype)  # (E, D)
             if self.pending[target] is None:
                 self.pending[target] = torch.zeros(
                     self.n_pos, vectors.shape[1], dtype=vectors.dtype, device=vectors.device
@@ -110,6 +111,11 @@ class _Pass:
     def write(self, layer: int, _module, _args, output):
         y = output[0] if isinstance(output, tuple) else output  # (1, n, D)
         new = self.clean.mlp_out[layer][None] if layer in self.constrained else y
+        if layer in self.constrained and self.clt.W_skip is not None:  # the skip path stays live
+            live, clean = self.resid[layer], self.clean.recording.resid_mid[layer]
+            dtype = self.clt.W_skip.dtype
+            diff = self.clt.skip(live.to(dtype), layer) - self.clt.skip(clean.to(dtype), layer)
+            new = new + diff.to(y.dtype)
         if self.pending[layer] is not None:
             new = new + self.pending[layer].to(y.dtype)
         if new is y:

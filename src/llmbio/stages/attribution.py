@@ -125,6 +125,19 @@ def trace_stage(
     for prompt in prompts:  # fail on an unknown word before writing anything
         encode(tokenizer, prompt)
     clt = load_transcoder(transcoder_dir, model=model)
+    return trace_prompts(model, clt, tokenizer, prompts, out_dir, max_feature_nodes)
+
+
+def trace_prompts(
+    model,
+    clt,
+    tokenizer,
+    prompts: list[str],
+    out_dir,
+    max_feature_nodes: int | None = None,
+    batch_size: int | None = None,
+) -> pd.DataFrame:
+    """Trace loaded model + transcoder on every prompt; write and return ``scores.parquet``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -137,6 +150,7 @@ def trace_stage(
             out_dir,
             f"{i:02d}-{slugify(prompt)}",
             max_feature_nodes=max_feature_nodes,
+            batch_size=batch_size,
         )
         print(
             f"{row['slug']}: {row['n_features']} features, {row['seconds']:.2f} s, "
@@ -163,12 +177,19 @@ def faithfulness_stage(
     Writes one row per sampled feature (``graph`` = the graph's file stem) and prints each
     graph's Spearman correlation between ``predicted_total`` and ``actual``.
     """
-    from llmbio.attribution.graph import Graph
-    from llmbio.features.faithfulness import faithfulness, plot_faithfulness
-
     torch.set_num_threads(threads)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     clt = load_transcoder(transcoder_dir, model=model)
+    return faithfulness_graphs(model, clt, graphs_dir, out_table, out_figure, n_features)
+
+
+def faithfulness_graphs(
+    model, clt, graphs_dir, out_table, out_figure, n_features: int = 50
+) -> pd.DataFrame:
+    """:func:`faithfulness_stage` with an already loaded model and transcoder."""
+    from llmbio.attribution.graph import Graph
+    from llmbio.features.faithfulness import faithfulness, plot_faithfulness
+
     frames = []
     for path in sorted(Path(graphs_dir).glob("*.graph.safetensors")):
         table, rho = faithfulness(

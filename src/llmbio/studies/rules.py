@@ -65,6 +65,7 @@ def _activations(model, clt, tokenizer, text: str) -> tuple[list[int], torch.Ten
     return ids, acts.float()
 
 
+@torch.no_grad()
 def logit_effects(model, clt, token: int) -> torch.Tensor:
     """Direct effect of one unit of every feature on ``token``'s de-meaned logit: ``(L, F)``."""
     adapter = get_adapter(model)
@@ -86,6 +87,7 @@ def logit_effects(model, clt, token: int) -> torch.Tensor:
     return torch.stack(out)
 
 
+@torch.no_grad()
 def select_by_prompt(
     name: str, rule: Mapping, prompts: dict[str, Prompt], model, clt, tokenizer
 ) -> pd.DataFrame:

@@ -10,6 +10,13 @@ Layout (L layers, F features per layer, D = d_model), matching circuit-tracer's 
 A feature at layer ``l`` reads ``blocks.{l}.hook_resid_mid`` and the reconstruction of
 ``blocks.{l}.hook_mlp_out`` is ``sum_{l' <= l} W_dec[l'][:, l - l'] . a_{l'} + b_dec[l]``.
 All weights act on raw (unnormalised) activations: training-time normalisation is folded in.
+
+Released transcoders add two things (see :mod:`llmbio.transcoder.io`):
+
+- ``input_norm_eps``: the encoder reads the RMS-normalised residual ``x / rms(x)`` (GemmaScope's
+  ``ln2.hook_normalized``; a norm gain is folded into ``W_enc``), not ``x`` itself;
+- ``W_skip`` ``(L, D, D)``: a linear skip path of per-layer "skip transcoders" (Llama-3.2-1B and
+  Qwen3 PLTs): the reconstruction adds ``input @ W_skip[l].T``.
 """
 
 from __future__ import annotations
@@ -21,10 +28,19 @@ from torch import nn
 class CrossLayerTranscoder(nn.Module):
     """JumpReLU cross-layer (``cross_layer=True``) or per-layer transcoder."""
 
-    def __init__(self, n_layers: int, d_model: int, n_features: int, cross_layer: bool = True):
+    def __init__(
+        self,
+        n_layers: int,
+        d_model: int,
+        n_features: int,
+        cross_layer: bool = True,
+        skip: bool = False,
+        input_norm_eps: float | None = None,
+    ):
         super().__init__()
         self.n_layers, self.d_model, self.n_features = n_layers, d_model, n_features
         self.cross_layer = cross_layer
+        self.input_norm_eps = input_norm_eps  # None: the encoder reads the raw residual
         L, D, F = n_layers, d_model, n_features
         self.W_enc = nn.Parameter(torch.zeros(L, F, D))
         self.b_enc = nn.Parameter(torch.zeros(L, F))
@@ -33,10 +49,29 @@ class CrossLayerTranscoder(nn.Module):
         self.W_dec = nn.ParameterList(
             [nn.Parameter(torch.zeros(F, (L - i) if cross_layer else 1, D)) for i in range(L)]
         )
+        self.W_skip = nn.Parameter(torch.zeros(L, D, D)) if skip else None
+
+    def input_scale(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``1 / rms(x)`` ``(..., 1)`` when the encoder reads normalised input, else None."""
+        if self.input_norm_eps is None:
+            return None
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
+        return torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.input_norm_eps)
+
+    def encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the encoder (and the skip path) reads from ``hook_resid_mid`` ``x``."""
+        scale = self.input_scale(x)
+        return x if scale is None else (x * scale).to(x.dtype)
+
+    def skip(self, x: torch.Tensor, layer: int) -> torch.Tensor | None:
+        """The skip path's contribution to ``layer``'s MLP output, or None without one."""
+        if self.W_skip is None:
+            return None
+        return self.encoder_input(x) @ self.W_skip[layer].T
 
     def pre_activation(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """Encoder pre-activation ``W_enc x + b_enc``: ``(..., D) -> (..., F)``."""
-        return x @ self.W_enc[layer].T + self.b_enc[layer]
+        return self.encoder_input(x) @ self.W_enc[layer].T + self.b_enc[layer]
 
     def encode(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         """JumpReLU feature activations at ``layer``: ``(..., D) -> (..., F)``."""
@@ -91,6 +126,8 @@ class CrossLayerTranscoder(nn.Module):
         layers = range(self.n_layers)
         acts = [self.encode(resid_mid[i], i) for i in layers]
         recon = torch.stack([self.decode(acts, i) for i in layers])
+        if self.W_skip is not None:
+            recon = recon + torch.stack([self.skip(resid_mid[i], i) for i in layers])
         return recon, torch.stack(acts)
 
     def decoder_norms(self) -> torch.Tensor:

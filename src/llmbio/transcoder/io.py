@@ -33,10 +33,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from llmbio.adapters import get_adapter
+from llmbio.transcoder import released
 from llmbio.transcoder.clt import CrossLayerTranscoder
+from llmbio.transcoder.released import input_mode
 
 _HOOKS = {"feature_input_hook": "hook_resid_mid", "feature_output_hook": "hook_mlp_out"}
-_UNSUPPORTED = ("W_skip", "affine_skip_connection")
+_UNSUPPORTED = ("W_skip", "affine_skip_connection")  # in a CLT
 
 
 def save_transcoder(
@@ -91,25 +93,46 @@ def load_transcoder(
     model: nn.Module | None = None,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    offload_decoders: bool = False,
 ) -> CrossLayerTranscoder:
     """Load a CLT or per-layer transcoder directory (layout detected from its files).
 
-    When ``model`` is given, its layer count and ``d_model`` must match the transcoder's.
+    Each layer is converted to ``dtype`` and moved as it is read, so a float32 release never
+    sits whole in memory. ``offload_decoders`` keeps the decoders in host memory (the 426k
+    Gemma CLT's are 26 GB in bfloat16); only the rows of active features travel to ``device``.
+    The input hook of config.yaml is honoured (see :mod:`llmbio.transcoder.released`). When
+    ``model`` is given, its layer count and ``d_model`` must match the transcoder's.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"transcoder directory {directory} does not exist")
+    config = read_config(directory)
+    dec_device = "cpu" if offload_decoders else device
+
+    def place(t: torch.Tensor, decoder: bool = False) -> torch.Tensor:
+        return t.to(device=dec_device if decoder else device, dtype=dtype)
+
     if _numbered(directory, "W_enc", ("safetensors",)):
-        state, cross_layer = _read_clt(directory), True
+        state, cross_layer = _read_clt(directory, place), True
     else:
-        state, cross_layer = _read_per_layer(directory), False
+        state, cross_layer = _read_per_layer(directory, place), False
     n_layers, n_features, d_model = state["W_enc"].shape
+    mode = input_mode(config, directory)
+    eps = released.norm_eps(model) if model is not None else released.DEFAULT_EPS
     with torch.device("meta"):
-        clt = CrossLayerTranscoder(n_layers, d_model, n_features, cross_layer)
-    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+        clt = CrossLayerTranscoder(
+            n_layers,
+            d_model,
+            n_features,
+            cross_layer,
+            skip="W_skip" in state,
+            input_norm_eps=None if mode == "raw" else eps,
+        )
     clt.load_state_dict(state, assign=True)
     if model is not None:
         check_compatible(clt, model, directory)
+    if mode == "mlp_in":
+        released.fold_input_gain(clt, model, directory)
     return clt
 
 
@@ -135,21 +158,29 @@ def _numbered(directory: Path, prefix: str, suffixes: tuple[str, ...]) -> list[P
     return [found[i] for i in sorted(found)]
 
 
-def _read_clt(directory: Path) -> dict[str, torch.Tensor]:
+def read_config(directory: Path) -> dict:
+    path = directory / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def _read_clt(directory: Path, place) -> dict[str, torch.Tensor]:
     """CLT state dict (``W_dec.{i}`` ``(F, L - i, D)``) from circuit-tracer's CLT layout."""
     enc_files = _numbered(directory, "W_enc", ("safetensors",))
     n_layers = len(enc_files)
     layers = []
     for i, path in enumerate(enc_files):
         with safe_open(str(path), framework="pt") as f:
-            t = {k: f.get_tensor(f"{k}_{i}") for k in ("W_enc", "b_enc", "b_dec")}
             keys = set(f.keys())
-            t["threshold"] = f.get_tensor(f"threshold_{i}") if f"threshold_{i}" in keys else None
+            if any(k.startswith(_UNSUPPORTED) for k in keys):
+                raise ValueError(f"{path}: CLTs with skip connections are not supported")
+            t = {k: place(f.get_tensor(f"{k}_{i}")) for k in ("W_enc", "b_enc", "b_dec")}
+            has_threshold = f"threshold_{i}" in keys
+            t["threshold"] = place(f.get_tensor(f"threshold_{i}")) if has_threshold else None
         dec_path = directory / f"W_dec_{i}.safetensors"
         if not dec_path.is_file():
             raise FileNotFoundError(f"{dec_path} is missing (every W_enc_i needs its W_dec_i)")
         with safe_open(str(dec_path), framework="pt") as f:
-            t["W_dec"] = f.get_tensor(f"W_dec_{i}")
+            t["W_dec"] = place(f.get_tensor(f"W_dec_{i}"), decoder=True)
         n_features, d_model = t["W_enc"].shape
         expected = (n_features, n_layers - i, d_model)
         if tuple(t["W_dec"].shape) != expected:
@@ -160,39 +191,40 @@ def _read_clt(directory: Path) -> dict[str, torch.Tensor]:
     return _stack(layers, directory)
 
 
-def _read_per_layer(directory: Path) -> dict[str, torch.Tensor]:
+def _read_per_layer(directory: Path, place) -> dict[str, torch.Tensor]:
     paths = _numbered(directory, "layer", ("safetensors", "npz")) or _config_paths(directory)
     if not paths:
         raise FileNotFoundError(
             f"{directory} holds no transcoder: expected W_enc_{{i}}.safetensors (CLT), "
             "layer_{i}.safetensors / layer_{i}.npz, or a config.yaml listing 'transcoders'"
         )
-    return _stack([_read_layer_file(p) for p in paths], directory)
+    return _stack([_read_layer_file(p, place) for p in paths], directory)
 
 
 def _config_paths(directory: Path) -> list[Path]:
-    config_path = directory / "config.yaml"
-    if not config_path.is_file():
-        return []
-    listed = yaml.safe_load(config_path.read_text()).get("transcoders") or []
-    remote = [p for p in listed if "://" in p]
-    if remote:
-        raise ValueError(
-            f"{config_path} lists remote files ({remote[0]}, ...); download them first"
+    """Files listed under ``transcoders:``: local paths, or ``hf://`` ones as downloaded."""
+    listed = read_config(directory).get("transcoders") or []
+    paths = [released.hf_uri_path(directory, p) if "://" in p else directory / p for p in listed]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{directory}/config.yaml lists {len(missing)} files that are not there "
+            f"({missing[0]}, ...); run the download_transcoder rule (llmbio.pretrained)"
         )
-    return [directory / p for p in listed]
+    return paths
 
 
-def _read_layer_file(path: Path) -> dict[str, torch.Tensor | None]:
-    """One per-layer transcoder file -> W_enc (F, D), W_dec (F, D), b_enc, b_dec, threshold."""
+def _read_layer_file(path: Path, place) -> dict[str, torch.Tensor | None]:
+    """One per-layer transcoder file -> W_enc (F, D), W_dec (F, D), b_enc, b_dec, threshold,
+    and W_skip (D, D) when it has a skip path."""
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as f:
             raw = {k: torch.from_numpy(f[k]) for k in f.files}
     else:
         with safe_open(str(path), framework="pt") as f:
             raw = {k: f.get_tensor(k) for k in f.keys()}
-    if any(k in raw for k in _UNSUPPORTED):
-        raise ValueError(f"{path}: transcoders with skip connections are not supported")
+    if "affine_skip_connection" in raw:
+        raise ValueError(f"{path}: GemmaScope-2 affine skip connections are not supported")
     # GemmaScope (.npz) and GemmaScope-2 (lower-case keys) store encoders as (D, F)
     lower = "w_enc" in raw
     enc_transposed = lower or path.suffix == ".npz"
@@ -203,13 +235,16 @@ def _read_layer_file(path: Path) -> dict[str, torch.Tensor | None]:
     if "log_threshold" in raw:
         threshold = raw["log_threshold"].exp()
     shape = (len(b_enc), len(b_dec))
-    return {
-        "W_enc": _orient(raw["w_enc" if lower else "W_enc"], shape, enc_transposed, path),
-        "W_dec": _orient(raw["w_dec" if lower else "W_dec"], shape, False, path),
-        "b_enc": b_enc,
-        "b_dec": b_dec,
-        "threshold": threshold,
+    out = {
+        "W_enc": place(_orient(raw["w_enc" if lower else "W_enc"], shape, enc_transposed, path)),
+        "W_dec": place(_orient(raw["w_dec" if lower else "W_dec"], shape, False, path), True),
+        "b_enc": place(b_enc),
+        "b_dec": place(b_dec),
+        "threshold": None if threshold is None else place(threshold),
     }
+    if "W_skip" in raw:  # circuit-tracer: skip = input @ W_skip.T, W_skip (D_out, D_in)
+        out["W_skip"] = place(raw["W_skip"])
+    return out
 
 
 def _orient(w: torch.Tensor, shape: tuple[int, int], transposed: bool, path: Path) -> torch.Tensor:
@@ -224,18 +259,21 @@ def _orient(w: torch.Tensor, shape: tuple[int, int], transposed: bool, path: Pat
 
 
 def _stack(layers: list[dict], directory: Path) -> dict[str, torch.Tensor]:
-    """Per-layer tensors -> a :class:`CrossLayerTranscoder` state dict."""
+    """Per-layer tensors (already in their dtype and device) -> a CLT state dict."""
     widths = {tuple(t["W_enc"].shape) for t in layers}
     if len(widths) != 1:
         raise ValueError(f"{directory}: layers differ in (n_features, d_model): {sorted(widths)}")
+    skips = sum("W_skip" in t for t in layers)
+    if skips not in (0, len(layers)):
+        raise ValueError(f"{directory}: only {skips} of {len(layers)} layers have W_skip")
     for t in layers:
         if t["threshold"] is None:  # a ReLU transcoder is a JumpReLU with threshold 0
             t["threshold"] = torch.zeros_like(t["b_enc"])
-    state = {
-        k: torch.stack([t[k].float() for t in layers])
-        for k in ("W_enc", "b_enc", "threshold", "b_dec")
-    }
+    keys = ("W_enc", "b_enc", "threshold", "b_dec") + (("W_skip",) if skips else ())
+    state = {}
+    for k in keys:
+        state[k] = torch.stack([t.pop(k) for t in layers])  # pop: free each part once copied
     for i, t in enumerate(layers):
-        w = t["W_dec"].float()
+        w = t["W_dec"]
         state[f"W_dec.{i}"] = w if w.dim() == 3 else w.unsqueeze(1)
     return state

@@ -1,0 +1,182 @@
+"""The loader reads tiny fabricated copies of every released transcoder layout (no network).
+
+Layouts, as circuit-tracer reads them from the Hugging Face repos of the real-model configs:
+
+- ``mntss/clt-gemma-2-2b-426k``: ``W_enc_{i}.safetensors`` (``W_enc_i (F, D)``, ``b_enc_i``,
+  ``b_dec_i``, ``threshold_i``) + ``W_dec_{i}.safetensors`` (``W_dec_i (F, L - i, D)``);
+- ``mntss/gemma-scope-transcoders``: a config.yaml listing
+  ``hf://google/gemma-scope-2b-pt-transcoders/layer_{i}/width_16k/average_l0_{k}/params.npz``
+  (``W_enc (D, F)``, ``W_dec (F, D)``, ``b_enc``, ``b_dec``, ``threshold``), reading
+  ``ln2.hook_normalized``;
+- ``mntss/transcoder-Llama-3.2-1B`` / ``mwhanna/qwen3-4b-transcoders``: ``layer_{i}.safetensors``
+  (bfloat16 ``W_enc (F, D)``, ``W_dec (F, D)``, ``W_skip (D, D)``, ``b_enc``, ``b_dec``), ReLU or
+  JumpReLU (``activation_function.threshold``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from tiny_models import tiny_model
+
+from llmbio import pretrained
+from llmbio.config import PretrainedConfig
+from llmbio.transcoder.io import load_transcoder
+from llmbio.transcoder.released import hf_uri_path, input_mode, parse_hf_uri
+
+L, D, F = 3, 32, 24
+GEMMASCOPE = "google/gemma-scope-2b-pt-transcoders"
+
+
+def _config(directory, kind: str, hook: str = "hook_resid_mid", **extra) -> None:
+    body = {"model_kind": kind, "feature_input_hook": hook, "feature_output_hook": "hook_mlp_out"}
+    (directory / "config.yaml").write_text(yaml.safe_dump({**body, **extra}))
+
+
+def _rand(*shape, dtype=torch.float32):
+    return torch.randn(*shape).to(dtype)
+
+
+def make_clt_repo(directory):
+    directory.mkdir()
+    _config(directory, "cross_layer_transcoder")
+    for i in range(L):
+        enc = {f"W_enc_{i}": _rand(F, D), f"b_enc_{i}": _rand(F), f"b_dec_{i}": _rand(D)}
+        enc[f"threshold_{i}"] = torch.rand(F)
+        save_file(enc, str(directory / f"W_enc_{i}.safetensors"))
+        save_file({f"W_dec_{i}": _rand(F, L - i, D)}, str(directory / f"W_dec_{i}.safetensors"))
+    return directory
+
+
+def make_gemmascope_repo(directory):
+    directory.mkdir()
+    path = "layer_{}/width_16k/average_l0_{}/params.npz"
+    uris = [f"hf://{GEMMASCOPE}/" + path.format(i, 50 + i) for i in range(L)]
+    _config(directory, "transcoder_set", "ln2.hook_normalized", transcoders=uris)
+    weights = []
+    for uri in uris:
+        path = hf_uri_path(directory, uri)
+        path.parent.mkdir(parents=True)
+        w = {"W_enc": np.random.randn(D, F), "W_dec": np.random.randn(F, D)}
+        w |= {"b_enc": np.random.randn(F), "b_dec": np.random.randn(D)}
+        w["threshold"] = np.random.rand(F)
+        np.savez(path, **{k: v.astype(np.float32) for k, v in w.items()})
+        weights.append(w)
+    return directory, weights
+
+
+def make_skip_plt_repo(directory, jumprelu: bool, hook: str = "hook_resid_mid"):
+    directory.mkdir()
+    _config(directory, "transcoder_set", hook)
+    for i in range(L):
+        t = {"W_enc": _rand(F, D), "W_dec": _rand(F, D), "W_skip": _rand(D, D)}
+        t |= {"b_enc": _rand(F), "b_dec": _rand(D)}
+        if jumprelu:
+            t["activation_function.threshold"] = torch.rand(F)
+        t = {k: v.to(torch.bfloat16) for k, v in t.items()}
+        save_file(t, str(directory / f"layer_{i}.safetensors"))
+    return directory
+
+
+def test_gemma_clt_layout(tmp_path):
+    clt = load_transcoder(make_clt_repo(tmp_path / "clt"), dtype=torch.bfloat16)
+    assert (clt.n_layers, clt.d_model, clt.n_features, clt.cross_layer) == (L, D, F, True)
+    assert clt.W_enc.dtype == torch.bfloat16 and clt.W_skip is None
+    assert clt.input_norm_eps is None
+    assert [tuple(w.shape) for w in clt.W_dec] == [(F, L - i, D) for i in range(L)]
+
+
+def test_gemmascope_plts_listed_as_hf_uris(tmp_path):
+    directory, weights = make_gemmascope_repo(tmp_path / "gs")
+    clt = load_transcoder(directory)
+    assert not clt.cross_layer and clt.input_norm_eps == pytest.approx(1e-6)
+    torch.testing.assert_close(clt.W_enc[1], torch.from_numpy(weights[1]["W_enc"]).float().T)
+    torch.testing.assert_close(clt.threshold[2], torch.from_numpy(weights[2]["threshold"]).float())
+    x = torch.randn(5, D) * 7
+    x_hat = x / x.pow(2).mean(-1, keepdim=True).add(1e-6).sqrt()
+    h = x_hat @ clt.W_enc[0].T + clt.b_enc[0]
+    torch.testing.assert_close(clt.encode(x, 0), h * (h > clt.threshold[0]))
+
+
+def test_gemmascope_missing_download_names_the_rule(tmp_path):
+    directory, _ = make_gemmascope_repo(tmp_path / "gs")
+    next(directory.glob("hf/**/*.npz")).unlink()
+    with pytest.raises(FileNotFoundError, match="download_transcoder"):
+        load_transcoder(directory)
+
+
+@pytest.mark.parametrize("jumprelu", [False, True])
+def test_llama_and_qwen_skip_plts(tmp_path, jumprelu):
+    directory = make_skip_plt_repo(tmp_path / "plt", jumprelu)
+    clt = load_transcoder(directory, dtype=torch.float32, offload_decoders=True)
+    assert clt.W_skip is not None and tuple(clt.W_skip.shape) == (L, D, D)
+    assert all(w.device.type == "cpu" for w in clt.W_dec)
+    assert bool((clt.threshold == 0).all()) != jumprelu
+    x = torch.randn(4, D)
+    recon, _ = clt(x[None].expand(L, -1, -1))
+    acts = clt.encode(x, 1)
+    expected = acts @ clt.W_dec[1][:, 0] + clt.b_dec[1] + x @ clt.W_skip[1].T
+    torch.testing.assert_close(recon[1], expected)
+
+
+def test_mlp_in_hook_folds_the_norm_gain(tmp_path):
+    model = tiny_model("llama").float()
+    directory = make_skip_plt_repo(tmp_path / "plt", True, "mlp.hook_in")
+    folded = load_transcoder(directory, model)
+    raw = load_file(str(directory / "layer_1.safetensors"))
+    norm = model.model.layers[1].post_attention_layernorm
+    x = torch.randn(4, D)
+    with torch.no_grad():
+        normed = norm(x)  # gain * x / rms(x): what mlp.hook_in is
+        want = normed @ raw["W_enc"].float().T + raw["b_enc"].float()
+        torch.testing.assert_close(folded.pre_activation(x, 1), want, rtol=1e-4, atol=1e-4)
+        skip = normed @ raw["W_skip"].float().T
+        torch.testing.assert_close(folded.skip(x, 1), skip, rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_hooks_raise():
+    assert input_mode({}) == "raw"
+    assert input_mode({"feature_input_hook": "blocks.3.ln2.hook_normalized"}) == "normalized"
+    with pytest.raises(ValueError, match="hook_resid_pre"):
+        input_mode({"feature_input_hook": "hook_resid_pre"})
+    with pytest.raises(ValueError, match="feature_output_hook"):
+        input_mode({"feature_output_hook": "mlp.hook_post"})
+
+
+def test_hf_uris_parse():
+    uri = f"hf://{GEMMASCOPE}/layer_0/width_16k/average_l0_76/params.npz"
+    assert parse_hf_uri(uri) == (GEMMASCOPE, "layer_0/width_16k/average_l0_76/params.npz", None)
+    assert parse_hf_uri("hf://a/b@v1/x.npz")[2] == "v1"
+    assert parse_hf_uri("hf://a/b/x.npz?revision=v2")[2] == "v2"
+
+
+def test_download_fetches_listed_files_without_network(tmp_path, monkeypatch):
+    """The download rule's function: snapshot, then every hf:// file of config.yaml."""
+    import huggingface_hub
+
+    calls = []
+
+    def snapshot(repo, revision=None, local_dir=None, allow_patterns=None):
+        calls.append(("snapshot", repo, tuple(allow_patterns)))
+        make_gemmascope_repo(tmp_path / "src")
+        (local_dir).mkdir(parents=True, exist_ok=True)
+        (local_dir / "config.yaml").write_text((tmp_path / "src" / "config.yaml").read_text())
+
+    def hub_file(repo, filename, revision=None, local_dir=None):
+        calls.append(("file", repo, filename))
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub_file)
+    cfg = PretrainedConfig(
+        family="gemma-2-2b",
+        model="google/gemma-2-2b",
+        transcoder="mntss/gemma-scope-transcoders",
+        cache_dir=str(tmp_path / "resources"),
+    )
+    pretrained.download_transcoder(cfg, pretrained.transcoder_dir(cfg))
+    assert pretrained.transcoder_dir(cfg).name == "mntss--gemma-scope-transcoders"
+    assert calls[0][0] == "snapshot" and "*.bin" not in calls[0][2]
+    assert [c[1] for c in calls[1:]] == [GEMMASCOPE] * L
