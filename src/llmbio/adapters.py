@@ -48,6 +48,9 @@ class Adapter:
     norms: tuple[str, ...]  # every norm inside a layer, in forward order
     final_logit_softcap: bool = False
     norm_kind: str = "rms"  # how the norms compute (see NORM_KINDS); frozen norms mirror it
+    # the MLP itself when ``mlp_out`` is a module after it (Gemma-2's post-norm): the frozen
+    # model replaces ``mlp_out``'s output, so it skips this module's (unused) computation
+    mlp_inner: str | None = None
 
     def get_layers(self, model: nn.Module) -> nn.ModuleList:
         return _get(model, self.layers)
@@ -159,6 +162,7 @@ ADAPTERS: dict[str, Adapter] = {
         ),
         final_logit_softcap=True,
         norm_kind="rms_one_plus",
+        mlp_inner="mlp",
     ),
     "gpt2": Adapter(
         family="gpt2",

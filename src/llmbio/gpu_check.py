@@ -127,7 +127,8 @@ def run_check(args: argparse.Namespace) -> dict:
     clt, report["build_clt_s"], _ = _timed(
         device, lambda: build_clt(model, n_features, dtype, device, args.offload, args.seed)
     )
-    report["resident_gpu_mb"] = round(peak_memory_mb(device))
+    resident = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    report["resident_gpu_mb"] = round(resident / 2**20)  # model + encoders (+ decoders)
     report["prompts"] = [
         check_prompt(model, clt, device, shapes["vocab_size"], n, args) for n in args.tokens
     ]
@@ -199,7 +200,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tokens", default="32", help="prompt lengths incl. BOS, comma-separated (32)")
     p.add_argument("--l0", type=int, help="active features per token and layer (100; small 16)")
     p.add_argument("--max-feature-nodes", type=int, default=8192, help="feature-node budget")
-    p.add_argument("--batch-size", type=int, default=256, help="attribution targets/backward")
+    p.add_argument("--batch-size", type=int, default=128, help="attribution targets/backward")
     p.add_argument("--no-offload", dest="offload", action="store_false", help="decoders on GPU")
     p.add_argument("--device", default="auto", help="auto | cuda | cpu (llmbio.devices)")
     p.add_argument("--dtype", default="auto", help="auto: bfloat16 on GPUs, float32 on CPU")

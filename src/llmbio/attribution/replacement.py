@@ -241,6 +241,9 @@ def frozen(model: nn.Module, recording: Recording) -> Iterator[FrozenModel]:
                 adapter.layer_module(model, layer, adapter.mlp_out),
                 lambda *a, layer=layer, **k: fm.mlp_value(layer),
             )
+            if adapter.mlp_inner is not None:  # its output is discarded: do not compute it
+                inner = adapter.layer_module(model, layer, adapter.mlp_inner)
+                _swap_forward(stack, inner, lambda x, *a, **k: x)
             _pre_hook(
                 stack,
                 adapter.layer_module(model, layer, adapter.mlp_in_norm),
