@@ -1,0 +1,70 @@
+"""The arithmetic study's pure pieces: the operand-plot classifier, and the batched
+last-position pass against the one-prompt Intervener."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tiny_models import random_clt, tiny_model
+
+from llmbio.interventions import Edit, Intervener
+from llmbio.studies.addition import pick_donor
+from llmbio.studies.feature_passes import all_positions, last_position
+from llmbio.studies.operand_plots import classify, explained, grid, synthetic_heatmaps
+
+
+def test_synthetic_heatmaps_get_their_class():
+    heatmaps, expected = synthetic_heatmaps(n=100, noise=0.05, seed=1)
+    table = classify(heatmaps)
+    assert table["kind"].tolist() == expected
+    functions = table["function"].tolist()
+    assert functions[4] == "(a+b) mod 10"  # "sum ends in 5"
+    assert functions[5] == "(a+b) mod 4"  # a band with a period-4 comb
+    assert functions[6] == "a mod 10"
+    assert functions[7] == "(a mod 10, b mod 10)"  # "_6 + _9"
+    assert functions[9] == "blob"  # "~36 + ~60"
+
+
+def test_explained_variance_of_exact_functions():
+    a, b = grid(20)
+    X = np.stack([a * 1.0, (a + b) % 7 * 1.0, np.ones(400)])
+    assert explained(X, a) == pytest.approx([1.0, explained(X[1:2], a)[0], 0.0])
+    assert explained(X, (a + b) % 7)[1] == pytest.approx(1.0)
+    assert 0 <= explained(X, b)[0] < 1e-9
+
+
+def test_small_grid_does_not_crash_and_finds_no_period():
+    heatmaps, _ = synthetic_heatmaps(n=10)
+    table = classify(heatmaps)
+    assert set(table["kind"]) <= {"operand", "sum", "modular", "lookup", "unexplained"}
+    assert (table[["period_a", "period_b"]] == 0).all().all()  # too small to repeat 3 times
+
+
+def test_pick_donor_shares_an_operand():
+    assert pick_donor(100, 36, 59, 98) == (36, 62)
+    assert pick_donor(100, 99, 0, 91) == (91, 0)
+    assert pick_donor(10, 9, 9, 0) is None
+
+
+@pytest.mark.parametrize("prefix_len", [0, 3])
+def test_last_position_edits_match_the_intervener(prefix_len):
+    model, clt = tiny_model("llama"), random_clt()
+    torch.manual_seed(0)
+    ids = torch.randint(1, 64, (4, 6))
+    ids[:2, :3] = ids[0, :3]  # two prompts share a prefix, as a + b prompts do
+    mask = torch.zeros(3, 4, clt.n_features, dtype=torch.bool)
+    mask[0, :, [1, 2]] = True
+    mask[2, 1:3, 5] = True
+    values = torch.rand(3, 4, clt.n_features, dtype=torch.float64)
+    logits, acts = last_position(model, clt, ids, mask, values, prefix_len=prefix_len, chunk=3)
+    for i in range(4):
+        edits = [
+            Edit.set_to([(la, f)], float(values[la, i, f]), positions=(5,))
+            for la, f in mask[:, i].nonzero().tolist()
+        ]
+        run = Intervener(model, clt, ids[i]).run(edits)
+        torch.testing.assert_close(logits[i], run.logits[-1].float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(acts[:, i], run.activations[:, -1])
+    clean = all_positions(model, clt, ids)  # (L, B, n, F)
+    torch.testing.assert_close(clean[:, 0], Intervener(model, clt, ids[0]).baseline.activations)
