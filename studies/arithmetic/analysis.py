@@ -6,7 +6,8 @@ Tables (``tables/``):
 - ``grid``: every prompt ``calc : a + b =`` (a, b < n): the answer, correct, split;
 - ``features``: every feature active at "=" on >= 0.5% of the grid, its operand plot
   classified (:mod:`llmbio.studies.operand_plots`), ``path`` (low_order, magnitude, operand),
-  ``top`` (the ``TOP_PER_LAYER`` largest by spread per layer, plus those in the 36+59 graph);
+  ``top`` (the ``TOP_PER_LAYER`` largest by spread per layer, plus those in the 36+59 graph),
+  and the atlas's best ground-truth arithmetic label (``atlas_variable``, ``atlas_f1``);
   ``kind_counts``: features per class (and per period) among the top ones and all;
 - ``classifier_check``: the classifier on synthetic heatmaps of known class;
 - ``operand_plots``: the heatmaps drawn (long: layer, feature, a, b, activation);
@@ -88,7 +89,7 @@ def run(context: StudyContext) -> None:
         path_of(k, f) for k, f in zip(census["kind"], census["function"], strict=True)
     ]
     graph_keys = graph_tables(context, model, clt, tok, census)
-    census = annotate(census, graph_keys)
+    census = with_atlas_labels(annotate(census, graph_keys), context.run_dir)
     context.save_table(census, "features")
     context.save_table(kind_counts(census), "kind_counts")
     log(f"census ({len(census)} features classified) and graph")
@@ -160,6 +161,26 @@ def annotate(census: pd.DataFrame, graph_keys: set) -> pd.DataFrame:
     ranked = census.groupby("layer")["std"].rank(ascending=False, method="first")
     census["top"] = (ranked <= TOP_PER_LAYER) | census["in_graph"]
     return census
+
+
+ARITHMETIC_VARIABLES = ["operand_a", "a_ones", "operand_b", "b_ones", "sum", "sum_ones", "sum_tens"]
+
+
+def with_atlas_labels(census: pd.DataFrame, run_dir) -> pd.DataFrame:
+    """Each feature's best ground-truth arithmetic label from the atlas (token-level F1 over
+    the corpus, ``features/label_scores.parquet``), beside its operand-plot class."""
+    path = run_dir / "features" / "label_scores.parquet"
+    columns = ["atlas_variable", "atlas_value", "atlas_f1"]
+    if not path.exists():
+        return census.assign(**{c: None for c in columns})
+    scores = pd.read_parquet(path)
+    best = (
+        scores[scores["variable"].isin(ARITHMETIC_VARIABLES)]
+        .sort_values("f1", ascending=False)
+        .drop_duplicates(["layer", "feature"])
+        .rename(columns={"variable": columns[0], "value": columns[1], "f1": columns[2]})
+    )
+    return census.merge(best[["layer", "feature", *columns]], on=["layer", "feature"], how="left")
 
 
 def kind_counts(census: pd.DataFrame) -> pd.DataFrame:
