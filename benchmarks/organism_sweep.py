@@ -25,9 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
-# name -> (model overrides, train overrides); the first is the default config itself
+# name -> (model overrides, train overrides) of config/config.yaml; "default" is that config
+# itself (the table records each variant's resulting sizes: the default has changed over time)
 VARIANTS: dict[str, tuple[dict, dict]] = {
     "default": ({}, {}),
+    "steps3000": ({}, {"steps": 3000}),
+    "d128_mlp512_steps3000": ({"d_model": 128, "d_mlp": 512}, {"steps": 3000}),
     "steps1300": ({}, {"steps": 1300}),
     "steps1700": ({}, {"steps": 1700}),
     "steps1300_lr6e-3": ({}, {"steps": 1300, "lr": 6e-3}),
@@ -79,6 +82,11 @@ def run_variant(
     row = {
         "variant": name,
         "device": device,
+        "d_model": model_cfg.d_model,
+        "d_mlp": model_cfg.d_mlp,
+        "n_layers": model_cfg.n_layers,
+        "steps": train_cfg.steps,
+        "batch_size": train_cfg.batch_size,
         "train_seconds": round(seconds, 1),
         "final_loss": float(curve["loss"].tail(8).mean()),
         "flops": train_flops(model_cfg, train_cfg, len(tok)),
@@ -95,7 +103,7 @@ def main() -> None:
     parser.add_argument("--out", default="organism_sweep.csv")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=2, help="CPU threads per variant")
-    parser.add_argument("--parallel", type=int, default=len(VARIANTS))
+    parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--max-steps", type=int, help="cap every variant's steps (smoke test)")
     args = parser.parse_args()
 
