@@ -1,0 +1,195 @@
+"""Operation, operand and output-language swaps of the lexicon prompts, on the real forward pass.
+
+A swap *patches* a supernode of a recipient prompt from a donor prompt: at every recipient
+position (BOS excluded) each member is set to its activation at the donor position of the same
+role (:func:`llmbio.studies.multilingual.position_map`). Members active on the recipient but
+not on the donor are thereby ablated, the donor's are injected at their own activation; all
+other features and the attention run as usual (unconstrained mode), so the edit's effects
+propagate through the real model.
+
+- **operation**: antonym prompt of concept ``c`` <- synonym prompt of another concept, same
+  language; operation supernode; success: the top token is ``c``'s synonym.
+- **operand**: antonym prompt of ``c`` <- antonym prompt of ``t``, same language; the operand
+  supernodes of ``c`` and ``t``; success: the top token is ``t``'s antonym (small -> hot: cold).
+- **language**: antonym prompt of ``c`` in ``src`` <- antonym prompt of another concept in
+  ``dst``; the language supernodes of ``src`` and ``dst``; success: ``c``'s antonym in ``dst``.
+
+The donor of the operation and language swaps names another concept, so only features that
+carry the relation (the language) and not the concept can make the swap succeed. Supernode
+size ``k`` is calibrated per swap on the calibration concepts (:func:`calibrate`); every case is
+repeated with as many random features active on the recipient or donor (the *control*).
+Calibration takes the smallest size whose swaps succeed in >= 90% of the calibration cases of
+every recipient language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from llmbio.features.supernodes import FeatureKey, Supernode
+from llmbio.interventions import Edit
+from llmbio.interventions.batched import run_batch
+from llmbio.studies.multilingual import Key, PromptRun, position_map
+
+K_GRID = (4, 8, 16, 32, 64, 128)  # supernode sizes tried by the calibration
+SUCCESS_BAR = 0.9  # calibration stops at the first size whose swaps succeed this often, in
+# every language
+BATCH = 64  # prompts per forward pass
+
+
+@dataclass(frozen=True)
+class SwapCase:
+    swap: str  # operation | operand | language
+    recipient: Key
+    donor: Key
+    expected: str  # the top token that marks success
+    features: tuple[FeatureKey, ...]
+
+
+def partner(concepts: Sequence[str], concept: str) -> str:
+    """The concept two places on (another antonym pair when there are two or more pairs)."""
+    return concepts[(list(concepts).index(concept) + 2) % len(concepts)]
+
+
+def patch_edits(features, recipient: PromptRun, donor: PromptRun, name: str) -> list[Edit]:
+    """Set ``features`` at every recipient position to the donor's value at the same role."""
+    if not features:
+        return []
+    node = Supernode.make(name, [f"{la}/{f}" for la, f in features])
+    layers = torch.tensor([la for la, _ in features])
+    ids = torch.tensor([f for _, f in features])
+    edits = []
+    for p, qs in position_map(recipient, donor):
+        values = donor.acts[:, list(qs)].mean(1)[layers, ids]  # (K,)
+        edits.append(Edit.inject(node, values, 1.0, positions=(p,)))
+    return edits
+
+
+class SwapRunner:
+    """Runs swap cases (and their random-feature controls) on one model and its transcoder.
+
+    Cases whose recipients have the same length share batched forward passes.
+    """
+
+    def __init__(self, model, clt, tokenizer, runs: dict[Key, PromptRun], seed: int = 0):
+        self.model, self.clt, self.tok, self.runs = model, clt, tokenizer, runs
+        self.rng = np.random.default_rng(seed)
+
+    def outcomes(self, cases: Sequence[SwapCase], features: Sequence) -> list[tuple[str, float]]:
+        """Top token and P(expected) of each case after patching its ``features[i]``."""
+        out: list = [None] * len(cases)
+        by_len: dict[int, list[int]] = {}
+        for i, case in enumerate(cases):
+            by_len.setdefault(len(self.runs[case.recipient].ids), []).append(i)
+        for rows in by_len.values():
+            for chunk in (rows[j : j + BATCH] for j in range(0, len(rows), BATCH)):
+                ids = torch.tensor([self.runs[cases[i].recipient].ids for i in chunk])
+                edits = [self._edits(cases[i], features[i]) for i in chunk]
+                probs = run_batch(self.model, self.clt, ids, edits).logits[:, -1].softmax(-1)
+                for i, p in zip(chunk, probs, strict=True):
+                    expected = self.tok.convert_tokens_to_ids(cases[i].expected)
+                    out[i] = (self.tok.convert_ids_to_tokens(int(p.argmax())), float(p[expected]))
+        return out
+
+    def _edits(self, case: SwapCase, features) -> list[Edit]:
+        rec, don = self.runs[case.recipient], self.runs[case.donor]
+        return patch_edits(features, rec, don, case.swap)
+
+    def control_features(self, case: SwapCase) -> list[FeatureKey]:
+        """As many features as the case's, drawn among those active on recipient or donor."""
+        active = set()
+        for key in (case.recipient, case.donor):
+            acts = self.runs[key].acts[:, 1:].amax(1)  # (L, F)
+            active |= {(int(la), int(f)) for la, f in (acts > 0).nonzero().tolist()}
+        pool = sorted(active - set(case.features))
+        n = min(len(case.features), len(pool))
+        return [pool[i] for i in self.rng.choice(len(pool), size=n, replace=False)]
+
+    def success_rate(self, cases: Sequence[SwapCase]) -> float:
+        """The lowest success rate of the recipients' languages (0 without cases)."""
+        found = self.outcomes(cases, [c.features for c in cases])
+        hits: dict[str, list[bool]] = {}
+        for (top, _), case in zip(found, cases, strict=True):
+            hits.setdefault(case.recipient[1], []).append(top == case.expected)
+        return min((float(np.mean(h)) for h in hits.values()), default=0.0)
+
+    def rows(self, cases: Sequence[SwapCase]) -> list[dict]:
+        """One row per case: the swap and its random-feature control."""
+        controls = [self.control_features(c) for c in cases]
+        found = self.outcomes([*cases, *cases], [*(c.features for c in cases), *controls])
+        rows = []
+        for case, (top, p), (c_top, c_p) in zip(
+            cases, found[: len(cases)], found[len(cases) :], strict=True
+        ):
+            rows.append({
+                "swap": case.swap, "language": case.recipient[1],
+                "target_language": case.donor[1], "concept": case.recipient[2],
+                "donor_concept": case.donor[2], "n_features": len(case.features),
+                "expected": case.expected, "baseline_top": self.runs[case.recipient].top,
+                "top_after": top, "p_expected": p, "success": top == case.expected,
+                "control_top": c_top, "control_p_expected": c_p,
+                "control_success": c_top == case.expected,
+            })  # fmt: skip
+        return rows
+
+
+def operation_cases(lexicon, languages, concepts, features) -> list[SwapCase]:
+    return [
+        SwapCase(
+            "operation",
+            ("antonym", lang, c),
+            ("synonym", lang, partner(lexicon_order(lexicon), c)),
+            lexicon.answer(c, "synonym", lang),
+            tuple(features),
+        )
+        for lang in languages
+        for c in concepts
+    ]
+
+
+def operand_cases(lexicon, languages, concepts, by_concept: dict) -> list[SwapCase]:
+    cases = []
+    for lang in languages:
+        for c in concepts:
+            t = partner(lexicon_order(lexicon), c)
+            members = tuple(dict.fromkeys([*by_concept[c], *by_concept[t]]))
+            expected = lexicon.answer(t, "antonym", lang)
+            cases.append(
+                SwapCase("operand", ("antonym", lang, c), ("antonym", lang, t), expected, members)
+            )
+    return cases
+
+
+def language_cases(lexicon, languages, concepts, by_language: dict) -> list[SwapCase]:
+    cases = []
+    for src in languages:
+        for dst in (d for d in languages if d != src):
+            members = tuple(dict.fromkeys([*by_language[src], *by_language[dst]]))
+            for c in concepts:
+                donor = ("antonym", dst, partner(lexicon_order(lexicon), c))
+                expected = lexicon.answer(c, "antonym", dst)
+                cases.append(SwapCase("language", ("antonym", src, c), donor, expected, members))
+    return cases
+
+
+def lexicon_order(lexicon) -> list[str]:
+    """Concepts in world order (consecutive concepts are antonym pairs)."""
+    return list(lexicon.words)
+
+
+def calibrate(
+    runner: SwapRunner, make_cases: Callable[[int], list[SwapCase]], grid=K_GRID
+) -> tuple[int, list[dict]]:
+    """The smallest ``k`` whose cases succeed >= SUCCESS_BAR (else the best); one row per k."""
+    rows = []
+    for k in grid:
+        cases = make_cases(k)
+        rows.append({"k": k, "n_cases": len(cases), "success_rate": runner.success_rate(cases)})
+        if rows[-1]["success_rate"] >= SUCCESS_BAR:
+            break
+    best = max(rows, key=lambda r: (r["success_rate"], -r["k"]))
+    return best["k"], rows

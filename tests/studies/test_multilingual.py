@@ -1,0 +1,100 @@
+"""Pure helpers of the multilingual study (llmbio.studies.multilingual*, language_overlap)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import torch
+
+from llmbio.studies.language_overlap import iou, overlap_summary
+from llmbio.studies.multilingual import PromptRun, position_map, token_roles, top_features
+from llmbio.studies.multilingual_swaps import partner, patch_edits
+
+# BOS The opposite of " W " is "  /  BOS " W " 的 反 义 词 是 "
+EN = dict(n=9, concept=5)
+ZH = dict(n=10, concept=2)
+
+
+def _run(n: int, concept: int, fill: float = 0.0) -> PromptRun:
+    acts = torch.arange(2 * n * 3, dtype=torch.float).reshape(2, n, 3) + fill  # (L, n, F)
+    return PromptRun(tuple(range(n)), acts, "", concept)
+
+
+def test_token_roles():
+    assert token_roles(EN["n"], EN["concept"]) == [
+        "bos", "template0", "template1", "template2", "before_concept", "concept",
+        "after_concept", "before_last", "last",
+    ]  # fmt: skip
+    assert token_roles(ZH["n"], ZH["concept"]) == [
+        "bos", "before_concept", "concept", "after_concept", "template0", "template1",
+        "template2", "template3", "before_last", "last",
+    ]  # fmt: skip
+
+
+def test_position_map_same_template_is_identity():
+    pairs = position_map(_run(**EN), _run(**EN))
+    assert pairs == [(p, (p,)) for p in range(1, EN["n"])]
+
+
+def test_position_map_across_templates_matches_roles():
+    pairs = dict(position_map(_run(**EN), _run(**ZH)))
+    assert pairs[5] == (2,)  # concept
+    assert pairs[4] == (1,)  # quote before the concept
+    assert pairs[8] == (9,) and pairs[7] == (8,)  # last, before last
+    # 3 template words against 4: each maps to all of the donor's
+    assert pairs[1] == pairs[2] == pairs[3] == (4, 5, 6, 7)
+    assert 0 not in pairs
+
+
+def test_patch_edits_take_the_donor_value_at_the_mapped_position():
+    rec, don = _run(**EN), _run(**EN, fill=100.0)
+    edits = patch_edits([(1, 2), (0, 0)], rec, don, "x")
+    assert len(edits) == EN["n"] - 1
+    first = edits[0]
+    assert first.positions == (1,)
+    assert first.donor == (float(don.acts[1, 1, 2]), float(don.acts[0, 1, 0]))
+    assert patch_edits([], rec, don, "x") == []
+
+
+def test_top_features_keeps_positive_scores_best_first():
+    score = torch.tensor([0.0, 3.0, -1.0, 1.0, 2.0, 0.0])  # 2 layers x 3 features
+    assert top_features(score, 4, n_features=3) == [(0, 1), (1, 1), (1, 0)]
+
+
+def test_partner_is_two_places_on():
+    assert partner(["a", "b", "c", "d"], "a") == "c"
+    assert partner(["a", "b", "c", "d"], "d") == "b"
+
+
+def test_iou():
+    a = torch.tensor([[True, True, False], [False, False, False]])
+    b = torch.tensor([[True, False, True], [False, False, False]])
+    out = iou(a, b)
+    assert math.isclose(float(out[0]), 1 / 3)
+    assert math.isnan(float(out[1]))
+
+
+def _by_layer(parallel: list[float], unrelated: list[float]) -> pd.DataFrame:
+    rows = [
+        {"pair": "en-fr", "kind": kind, "layer": la, "mean": v}
+        for kind, values in (("parallel", parallel), ("unrelated", unrelated))
+        for la, v in enumerate(values)
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_overlap_summary_peak_in_the_middle():
+    out = overlap_summary(_by_layer([0.1, 0.4, 0.3, 0.2], [0.1, 0.2, 0.2, 0.2]), 4)
+    pooled = out.set_index("pair").loc["all"]
+    assert math.isclose(pooled["middle_minus_edges"], 0.35 - 0.2)
+    assert math.isclose(pooled["excess_middle"], 0.35 - 0.2)
+    assert pooled["peak_layer"] == 1
+    flat = overlap_summary(_by_layer([0.5, 0.4, 0.3, 0.2], [0.1] * 4), 4)
+    assert flat.set_index("pair").loc["all", "middle_minus_edges"] < 0
+
+
+def test_overlap_summary_without_middle_layers_is_nan():
+    out = overlap_summary(_by_layer([0.1, 0.2], [0.1, 0.1]), 2)
+    assert out["middle_minus_edges"].isna().all()
+    assert out["excess_middle"].isna().all()
