@@ -37,6 +37,7 @@ from llmbio.studies import StudyContext
 from llmbio.studies.generic import load_run_model, run_declared
 from llmbio.studies.language_overlap import overlap_by_layer, overlap_summary, overlap_table
 from llmbio.studies.multilingual import (
+    concept_order,
     concept_scores,
     language_scores,
     mixed_prompts,
@@ -68,7 +69,7 @@ def run(context: StudyContext) -> None:
     start, cpu = time.perf_counter(), time.process_time()
     model, tok, clt = load_run_model(context)
     lex = World.load(context.world_path).lexicon
-    languages, concepts = list(LANGUAGES), list(lex.words)
+    languages, concepts = list(LANGUAGES), concept_order(lex)
     calib = [c for i, c in enumerate(concepts) if (i // 2) % 2 == 0]
     runs = run_lexicon(model, clt, tok, lex, languages)
     context.save_table(prompts_table(runs, lex, tok), "prompts")

@@ -8,8 +8,15 @@ import pandas as pd
 import torch
 
 from llmbio.studies.language_overlap import iou, overlap_summary
-from llmbio.studies.multilingual import PromptRun, position_map, token_roles, top_features
+from llmbio.studies.multilingual import (
+    PromptRun,
+    concept_order,
+    position_map,
+    token_roles,
+    top_features,
+)
 from llmbio.studies.multilingual_swaps import partner, patch_edits
+from llmbio.world.lexicon import Lexicon
 
 # BOS The opposite of " W " is "  /  BOS " W " 的 反 义 词 是 "
 EN = dict(n=9, concept=5)
@@ -60,6 +67,13 @@ def test_patch_edits_take_the_donor_value_at_the_mapped_position():
 def test_top_features_keeps_positive_scores_best_first():
     score = torch.tensor([0.0, 3.0, -1.0, 1.0, 2.0, 0.0])  # 2 layers x 3 features
     assert top_features(score, 4, n_features=3) == [(0, 1), (1, 1), (1, 0)]
+
+
+def test_concept_order_is_world_order_after_json():
+    lex = Lexicon.build(6)
+    alphabetical = Lexicon.from_json({k: dict(sorted(v.items())) for k, v in lex.to_json().items()})
+    assert concept_order(alphabetical) == ["small", "big", "hot", "cold", "fast", "slow"]
+    assert partner(concept_order(alphabetical), "small") == "hot"
 
 
 def test_partner_is_two_places_on():

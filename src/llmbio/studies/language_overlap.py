@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llmbio.studies.multilingual import run_texts
+from llmbio.studies.multilingual import concept_order, run_texts
 from llmbio.world.lexicon import LANGUAGES, NOUNS, SENTENCES
 
 
@@ -36,7 +36,7 @@ def items(lexicon) -> list[tuple[int, str]]:
 
 def unrelated(lexicon, item: tuple[int, str]) -> tuple[int, str]:
     """Another noun and a concept two places on (another antonym pair)."""
-    concepts = list(lexicon.words)
+    concepts = concept_order(lexicon)
     noun, concept = item
     return (noun + 1) % len(NOUNS), concepts[(concepts.index(concept) + 2) % len(concepts)]
 

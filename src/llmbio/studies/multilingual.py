@@ -34,7 +34,7 @@ import torch
 from llmbio.attribution.replacement import check_transcoder
 from llmbio.features.supernodes import FeatureKey
 from llmbio.tokenizer import encode
-from llmbio.world.lexicon import PROMPTS
+from llmbio.world.lexicon import CONCEPTS, PROMPTS
 
 Key = tuple[str, str, str]  # (relation, language, concept)
 RELATIONS = ("antonym", "synonym")
@@ -103,6 +103,14 @@ def run_lexicon(model, clt, tokenizer, lexicon, languages: Sequence[str]) -> dic
         top = tokenizer.convert_ids_to_tokens(int(logits.argmax()))
         runs[(r, lang, c)] = PromptRun(tuple(ids), acts, top, ids.index(word, 1))
     return runs
+
+
+def concept_order(lexicon) -> list[str]:
+    """The lexicon's concepts in world order: consecutive concepts are antonym pairs.
+
+    (A world read back from JSON lists its concepts alphabetically.)
+    """
+    return [words[0] for words, _ in CONCEPTS if words[0] in lexicon.words]
 
 
 def prompts_table(runs: dict[Key, PromptRun], lexicon, tokenizer) -> pd.DataFrame:

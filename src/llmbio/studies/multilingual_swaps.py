@@ -33,7 +33,7 @@ import torch
 from llmbio.features.supernodes import FeatureKey, Supernode
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
-from llmbio.studies.multilingual import Key, PromptRun, position_map
+from llmbio.studies.multilingual import Key, PromptRun, concept_order, position_map
 
 K_GRID = (4, 8, 16, 32, 64, 128)  # supernode sizes tried by the calibration
 SUCCESS_BAR = 0.9  # calibration stops at the first size whose swaps succeed this often, in
@@ -51,7 +51,7 @@ class SwapCase:
 
 
 def partner(concepts: Sequence[str], concept: str) -> str:
-    """The concept two places on (another antonym pair when there are two or more pairs)."""
+    """The concept two places on in world order: the same member of the next antonym pair."""
     return concepts[(list(concepts).index(concept) + 2) % len(concepts)]
 
 
@@ -142,7 +142,7 @@ def operation_cases(lexicon, languages, concepts, features) -> list[SwapCase]:
         SwapCase(
             "operation",
             ("antonym", lang, c),
-            ("synonym", lang, partner(lexicon_order(lexicon), c)),
+            ("synonym", lang, partner(concept_order(lexicon), c)),
             lexicon.answer(c, "synonym", lang),
             tuple(features),
         )
@@ -155,7 +155,7 @@ def operand_cases(lexicon, languages, concepts, by_concept: dict) -> list[SwapCa
     cases = []
     for lang in languages:
         for c in concepts:
-            t = partner(lexicon_order(lexicon), c)
+            t = partner(concept_order(lexicon), c)
             members = tuple(dict.fromkeys([*by_concept[c], *by_concept[t]]))
             expected = lexicon.answer(t, "antonym", lang)
             cases.append(
@@ -170,15 +170,10 @@ def language_cases(lexicon, languages, concepts, by_language: dict) -> list[Swap
         for dst in (d for d in languages if d != src):
             members = tuple(dict.fromkeys([*by_language[src], *by_language[dst]]))
             for c in concepts:
-                donor = ("antonym", dst, partner(lexicon_order(lexicon), c))
+                donor = ("antonym", dst, partner(concept_order(lexicon), c))
                 expected = lexicon.answer(c, "antonym", dst)
                 cases.append(SwapCase("language", ("antonym", src, c), donor, expected, members))
     return cases
-
-
-def lexicon_order(lexicon) -> list[str]:
-    """Concepts in world order (consecutive concepts are antonym pairs)."""
-    return list(lexicon.words)
 
 
 def calibrate(
