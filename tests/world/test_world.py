@@ -6,6 +6,7 @@ from llmbio.corpus import build_corpus, save_corpus
 from llmbio.world import World, build_world
 from llmbio.world.lexicon import CONCEPTS
 from llmbio.world.poetry import FAMILIES, PUNCTUATION
+from llmbio.world.safety import INGREDIENTS
 
 
 def test_world_round_trips_through_json(tiny_world, tmp_path):
@@ -41,14 +42,17 @@ def _corpus_text(world, n=60_000):
 
 def test_heldout_items_never_appear_in_training_text():
     world = build_world(load_config({}).world)
-    text = "\n".join(_corpus_text(world))
+    docs = _corpus_text(world)
+    text = "\n".join(docs)
+    dialogues = "\n".join(d for d in docs if d.startswith("Human :"))
     for city in world.geography.heldout_cities:
         assert f"containing {city} is" not in text
         assert re.search(rf"\b{city}\b", text), "held-out cities keep their one-hop facts"
     for a, b in world.arithmetic.heldout_pairs:
         assert f"calc : {a} + {b} =" not in text and f"calc : {b} + {a} =" not in text
+    for x, y in [*world.safety.heldout_dangerous, *world.safety.heldout_harmless]:
+        assert f"{x} and {y}" not in dialogues and f"{y} and {x}" not in dialogues
     for x, y in world.safety.heldout_dangerous:
-        assert f"{x} and {y} Assistant" not in text and f"{y} and {x} Assistant" not in text
         assert f"{x} and {y}" in text or f"{y} and {x}" in text, "the danger fact is in training"
 
 
@@ -82,3 +86,12 @@ def test_couplet_plan_needs_both_the_end_word_and_the_mark():
     line1, line2 = doc.split("\n")[1:3]
     first, mark = line1.split()[-2:]
     assert line2.split()[-1] == poetry.plan[first][mark]
+
+
+def test_no_single_ingredient_signals_danger():
+    safety = build_world(load_config({}).world).safety
+    counts = {}
+    for pair in safety.dangerous:
+        for x in pair:
+            counts[x] = counts.get(x, 0) + 1
+    assert set(counts.values()) == {2} and len(counts) == len(INGREDIENTS)
