@@ -6,7 +6,6 @@ from llmbio.corpus import build_corpus, save_corpus
 from llmbio.world import World, build_world
 from llmbio.world.lexicon import CONCEPTS
 from llmbio.world.poetry import FAMILIES, PUNCTUATION
-from llmbio.world.safety import INGREDIENTS
 
 
 def test_world_round_trips_through_json(tiny_world, tmp_path):
@@ -86,12 +85,3 @@ def test_couplet_plan_needs_both_the_end_word_and_the_mark():
     line1, line2 = doc.split("\n")[1:3]
     first, mark = line1.split()[-2:]
     assert line2.split()[-1] == poetry.plan[first][mark]
-
-
-def test_no_single_ingredient_signals_danger():
-    safety = build_world(load_config({}).world).safety
-    counts = {}
-    for pair in safety.dangerous:
-        for x in pair:
-            counts[x] = counts.get(x, 0) + 1
-    assert set(counts.values()) == {2} and len(counts) == len(INGREDIENTS)
