@@ -3,10 +3,9 @@
 ``calc : a + b = c`` with ``a, b`` in ``0..max_operand`` and every number (sums too) one token,
 as in Claude's tokenizer. A seeded share of unordered operand pairs is held out: neither
 ``a+b`` nor ``b+a`` appears in training. Numbers also appear in counting runs (steps 1, 2,
-5, 10), place-value facts (``digits : 36 is 3 tens and 6 ones``) and citations, so that number
-features have contexts other than sums, and a ones digit is something the model must know.
-A ``calc`` document chains one to four sums (``calc : 3 + 4 = 7 , 10 + 2 = 12``); the prompt is
-always the first.
+5, 10) and citations, so that number features have contexts other than sums. A ``calc``
+document chains one to four sums (``calc : 3 + 4 = 7 , 10 + 2 = 12``); the prompt is always
+the first.
 """
 
 from __future__ import annotations
@@ -56,16 +55,12 @@ class Arithmetic:
                 sums.append(f"{a} + {b} = {a + b}")
             return "calc : " + " , ".join(sums)
         n = self.max_operand
-        if kind < 0.9:
+        if kind < 0.95:
             # counting in steps of 1, 2, 5 or 10 gives every number token a place on a number
             # line and a ones digit, from contexts that are not sums
             step = rng.choice([s for s in (1, 2, 5, 10) if 7 * s <= 2 * n])
             start = rng.randint(0, 2 * n - 7 * step)
             return "count : " + " ".join(str(start + i * step) for i in range(8))
-        if kind < 0.95:
-            # place value: a ones digit and a tens digit for every number, outside sums
-            x = rng.randint(0, 2 * n)
-            return f"digits : {x} is {x // 10} tens and {x % 10} ones"
         return f"see volume {rng.randint(0, n)} , page {rng.randint(0, n)} ."
 
     def eval_items(self, rng: random.Random, n_seen: int) -> list[dict]:
