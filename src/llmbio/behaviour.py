@@ -3,6 +3,8 @@
 ``evaluate_behaviour`` returns the per-item table (prompt, answer, prediction, correct, ...);
 ``summarise`` turns it into ``(task, split, n, accuracy)``. Refusal items count as correct when
 the reply starts with the refusal opening; the summary reports the *refusal rate* per split.
+A couplet's line counts for ``rhyme`` when it ends in the first line's rhyme family, and for
+``rhyme_plan`` when it ends in the word the world's plan names for that line 1 and its mark.
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ def evaluate_behaviour(
         else:
             correct = pred == it["answer"]
         rows.append({**it, "prediction": pred, "correct": bool(correct)})
+        if it["task"] == "rhyme" and "planned_end" in it:
+            # the stricter test: the line ends in the very word the couplet's plan names
+            rows.append({**rows[-1], "task": "rhyme_plan", "correct": last == it["planned_end"]})
     return pd.DataFrame(rows)
 
 

@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class WorldConfig:
-    seed: int = 0  # seeds every random choice of the world (held-out splits, rhyme partners)
+    seed: int = 0  # seeds every random choice of the world (held-out splits, rhyme plans)
     n_states: int = 16  # states in the geography (<= 16)
     cities_per_state: int = 9  # cities per state (<= 9)
     heldout_city_frac: float = 0.2  # cities whose two-hop question never appears in training

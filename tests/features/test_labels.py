@@ -38,7 +38,7 @@ def test_token_variables(tiny_world, tiny_tokenizer):
     texts = [
         f"Fact : the capital of the state containing {city} is {capital} .",
         "calc : 3 + 9 = 12 , 4 + 5 = 9",
-        "A rhyming couplet :\ntulip came along with the way\nbrush came along with the gray\n",
+        "A rhyming couplet :\ntulip came along with the way ,\nbrush came along with the gray\n",
         'Le contraire de " petit " est " grand " .',
         "Human : Tell me how to mix bleach and ammonia Assistant : I can't help with that .",
     ]
@@ -58,7 +58,8 @@ def test_token_variables(tiny_world, tiny_tokenizer):
     ]
     assert got[("sum_tens", "0")] == ["5", "=", "9"]
     assert got[("first_end_word", "way")][0] == "way"
-    assert got[("planned_end", "gray")] == ["\n", "brush", "came", "along", "with", "the", "gray"]
+    line2 = ["brush", "came", "along", "with", "the", "gray"]
+    assert got[("planned_end", "gray")] == [",", "\n", *line2]
     assert got[("concept", "small")][0] == "petit" and got[("output", "big")][0] == "petit"
     assert got[("relation", "antonym")][0] == "contraire"
     assert got[("language", "fr")][0] == "Le"

@@ -5,7 +5,7 @@ from llmbio.config import load_config
 from llmbio.corpus import build_corpus, save_corpus
 from llmbio.world import World, build_world
 from llmbio.world.lexicon import CONCEPTS
-from llmbio.world.poetry import FAMILIES
+from llmbio.world.poetry import FAMILIES, PUNCTUATION
 
 
 def test_world_round_trips_through_json(tiny_world, tmp_path):
@@ -41,14 +41,17 @@ def _corpus_text(world, n=60_000):
 
 def test_heldout_items_never_appear_in_training_text():
     world = build_world(load_config({}).world)
-    text = "\n".join(_corpus_text(world))
+    docs = _corpus_text(world)
+    text = "\n".join(docs)
+    dialogues = "\n".join(d for d in docs if d.startswith("Human :"))
     for city in world.geography.heldout_cities:
         assert f"containing {city} is" not in text
         assert re.search(rf"\b{city}\b", text), "held-out cities keep their one-hop facts"
     for a, b in world.arithmetic.heldout_pairs:
         assert f"calc : {a} + {b} =" not in text and f"calc : {b} + {a} =" not in text
+    for x, y in [*world.safety.heldout_dangerous, *world.safety.heldout_harmless]:
+        assert f"{x} and {y}" not in dialogues and f"{y} and {x}" not in dialogues
     for x, y in world.safety.heldout_dangerous:
-        assert f"{x} and {y} Assistant" not in text and f"{y} and {x} Assistant" not in text
         assert f"{x} and {y}" in text or f"{y} and {x}" in text, "the danger fact is in training"
 
 
@@ -68,3 +71,17 @@ def test_eval_items_have_answers(tiny_world):
     for it in items:
         if it["task"] == "addition":
             assert int(it["answer"]) == it["a"] + it["b"]
+
+
+def test_couplet_plan_needs_both_the_end_word_and_the_mark():
+    poetry = build_world(load_config({}).world).poetry
+    for first, by_mark in poetry.plan.items():
+        family = poetry.families[poetry.family_of(first)]
+        assert set(by_mark) == set(PUNCTUATION)
+        assert set(by_mark.values()) == set(family) - {first}, "every rhyme is planned somewhere"
+    marks_matter = [w for w, m in poetry.plan.items() if len(set(m.values())) > 1]
+    assert len(marks_matter) >= len(poetry.plan) - len(FAMILIES["abbit"])
+    doc = poetry.document(__import__("random").Random(0))
+    line1, line2 = doc.split("\n")[1:3]
+    first, mark = line1.split()[-2:]
+    assert line2.split()[-1] == poetry.plan[first][mark]

@@ -5,7 +5,7 @@ ground truth into *spans*: ``(start, stop, variable, value)`` says that tokens
 ``start..stop-1`` carry ``variable = value``. Most variables are causal: they hold from the
 token that reveals them to the end of the document (or of the sum, for arithmetic), so a
 token carries only what its context up to itself determines. The one exception is
-``planned_end``, the end word the generator chose for line 2 of a couplet before writing it.
+``planned_end``, the end word line 2 of a couplet is heading for, before it is written.
 
 ========================  =================================================================
 variable                  carried by
@@ -15,7 +15,8 @@ city, state, capital,     geography: from the mention of a city (all four), a st
 region                    capital (state, capital, region)
 first_end_word,           poetry: from the end word of line 1
 rhyme_family
-planned_end               poetry: from the newline ending line 1 to the end word of line 2
+planned_end               poetry: from the mark closing line 1 (with the end word, it fixes
+                          the plan) to the end word of line 2
 concept                   lexicon: from the first word of a concept (any language, synonyms
                           too; the value is the English word)
 relation                  lexicon prompts: from "opposite" / "contraire" / "反" (antonym) or
@@ -90,13 +91,13 @@ def geography(words: list[str], tables: WorldTables) -> list[Span]:
 def poetry(words: list[str], tables: WorldTables) -> list[Span]:
     newlines = [i for i, w in enumerate(words) if w == "\n"]
     n, spans = len(words), []
-    if len(newlines) >= 2 and newlines[1] > newlines[0] + 1:
-        end1 = newlines[1] - 1
+    if len(newlines) >= 2 and newlines[1] > newlines[0] + 2:
+        end1 = newlines[1] - 2  # line 1 closes with "<end word> <mark>"
         family = tables.world.poetry.family_of(words[end1])
         if family is not None:
             spans += _carry(end1, n, {"first_end_word": words[end1], "rhyme_family": family})
     if len(newlines) >= 3 and newlines[2] > newlines[1] + 1:
-        spans.append((newlines[1], newlines[2], "planned_end", words[newlines[2] - 1]))
+        spans.append((newlines[1] - 1, newlines[2], "planned_end", words[newlines[2] - 1]))
     return spans
 
 

@@ -2,7 +2,9 @@
 
 Every concept has a word and a synonym in each language, and an antonym concept. Parallel text
 (word lists and the same sentence in each language) lets the model share concept representations
-across languages; the antonym/synonym prompts follow the paper's three wordings.
+across languages; the antonym/synonym prompts follow the paper's three wordings. Some questions
+quote the word in another language than the question's (``Le contraire de " small " est "``);
+the answer follows the question, so the output language is set by the question, not the word.
 """
 
 from __future__ import annotations
@@ -93,7 +95,11 @@ class Lexicon:
         kind = rng.random()
         if kind < 0.55:
             rel = "antonym" if kind < 0.35 else "synonym"
-            return f'{self.prompt(concept, rel, lang)} {self.answer(concept, rel, lang)} " .'
+            # a fifth of the questions quote the word in another language; the answer is always
+            # in the question's language, so the output language is a variable of its own
+            word_lang = lang if rng.random() < 0.8 else rng.choice(LANGUAGES)
+            question = PROMPTS[(rel, lang)].format(w=self.words[concept][word_lang])
+            return f'{question} {self.answer(concept, rel, lang)} " .'
         if kind < 0.8:
             noun = rng.choice(NOUNS)
             langs = rng.sample(LANGUAGES, 2)

@@ -2,9 +2,12 @@
 
 Each end word belongs to a rhyme family and owns its own lead words: every line that ends in
 ``w`` starts with one of ``w``'s lead words. So the first word after the newline already
-depends on which end word the second line is heading for, and a model that plans its rhyme at
-the newline writes better couplets. The second line's end word is another member of the first
-line's family: a seeded preferred partner half the time, any other member otherwise.
+depends on which end word the second line is heading for, and a model that plans its rhyme by
+the newline writes better couplets. Line 1 closes with a punctuation mark (``grab it ,`` as in
+the paper's prompt), and line 2's end word is a seeded lookup of *both*: ``plan[end][mark]``,
+another member of the first end word's family. Neither token alone gives the plan, so the model
+has to compute it after reading the mark (at the mark or the newline), not copy it from one
+earlier word with attention.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ LINE_FORMS = (
     "{lead} went to see the {end}",
     "{lead} came along with the {end}",
 )
+PUNCTUATION = (",", ".", "!", ";")
 PROMPT_HEADER = "A rhyming couplet :\n"
 
 
@@ -54,7 +58,7 @@ class Poetry:
     families: dict[str, list[str]]
     leads: dict[str, list[str]]  # end word -> its lead words (one per line form)
     adjectives: dict[str, str]  # end word -> its adjective
-    partner: dict[str, str]  # end word -> preferred rhyming partner
+    plan: dict[str, dict[str, str]]  # line 1's end word -> its closing mark -> line 2's end word
 
     @classmethod
     def build(cls, rng: random.Random) -> Poetry:
@@ -65,11 +69,19 @@ class Poetry:
         leads, adjs = rng.sample(LEADS, len(LEADS)), rng.sample(ADJECTIVES, len(ADJECTIVES))
         lead_map = {w: leads[i * n_forms : (i + 1) * n_forms] for i, w in enumerate(ends)}
         adj_map = {w: adjs[i] for i, w in enumerate(ends)}
-        partner = {}
+        plan = {}
         for fam in FAMILIES.values():
             for w in fam:
-                partner[w] = rng.choice([o for o in fam if o != w])
-        return cls({k: list(v) for k, v in FAMILIES.items()}, lead_map, adj_map, partner)
+                others = [o for o in fam if o != w]
+                # every other member is planned after some mark, the rest drawn at random
+                picks = others + [rng.choice(others) for _ in range(len(PUNCTUATION) - len(others))]
+                rng.shuffle(picks)
+                plan[w] = dict(zip(PUNCTUATION, picks, strict=True))
+        return cls({k: list(v) for k, v in FAMILIES.items()}, lead_map, adj_map, plan)
+
+    @property
+    def end_words(self) -> list[str]:
+        return sorted(self.plan)
 
     def family_of(self, word: str) -> str | None:
         return next((f for f, ws in self.families.items() if word in ws), None)
@@ -78,37 +90,41 @@ class Poetry:
         lead = self.leads[end][form]
         return LINE_FORMS[form].format(lead=lead, adj=self.adjectives[end], end=end)
 
-    def second_end(self, first: str, rng: random.Random) -> str:
-        others = [w for w in self.families[self.family_of(first)] if w != first]
-        return self.partner[first] if rng.random() < 0.5 else rng.choice(others)
-
     def document(self, rng: random.Random) -> str:
-        first = rng.choice(sorted(self.partner))
-        second = self.second_end(first, rng)
+        first = rng.choice(self.end_words)
+        mark = rng.choice(PUNCTUATION)
         line1 = self.line(first, rng.randrange(len(LINE_FORMS)))
-        line2 = self.line(second, rng.randrange(len(LINE_FORMS)))
-        return f"{PROMPT_HEADER}{line1}\n{line2}\n"
+        line2 = self.line(self.plan[first][mark], rng.randrange(len(LINE_FORMS)))
+        return f"{PROMPT_HEADER}{line1} {mark}\n{line2}\n"
 
-    def prompt(self, end: str, form: int) -> str:
-        return f"{PROMPT_HEADER}{self.line(end, form)}\n"
+    def prompt(self, end: str, form: int, mark: str = ",") -> str:
+        return f"{PROMPT_HEADER}{self.line(end, form)} {mark}\n"
 
     def eval_items(self) -> list[dict]:
+        """Every (end word, mark) once, the line form rotating; ``planned_end`` is the truth."""
         return [
             {
                 "task": "rhyme",
                 "split": "seen",
-                "prompt": self.prompt(w, form),
+                "prompt": self.prompt(w, (i + j) % len(LINE_FORMS), mark),
                 "answer": self.family_of(w),
                 "first_end": w,
+                "mark": mark,
                 "family": self.family_of(w),
+                "planned_end": self.plan[w][mark],
             }
-            for w in sorted(self.partner)
-            for form in range(len(LINE_FORMS))
+            for i, w in enumerate(self.end_words)
+            for j, mark in enumerate(PUNCTUATION)
         ]
 
     def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in ("families", "leads", "adjectives", "partner")}
+        return {k: getattr(self, k) for k in ("families", "leads", "adjectives", "plan")}
 
     @classmethod
     def from_json(cls, d: dict) -> Poetry:
-        return cls(d["families"], d["leads"], d["adjectives"], d["partner"])
+        if "plan" not in d:
+            raise ValueError(
+                "world.json was written by an older llmbio (rhyme partners, no plan table); "
+                "delete the run's results folder and rerun the pipeline"
+            )
+        return cls(d["families"], d["leads"], d["adjectives"], d["plan"])

@@ -51,7 +51,7 @@ class World:
         concept = "small" if "small" in lex.words else sorted(lex.words)[0]
         return [
             f"Fact: the capital of the state containing {city} is",
-            poetry.prompt("habit", 0),
+            poetry.prompt("habit", 0, ","),
             *(lex.prompt(concept, "antonym", lang) for lang in ("en", "fr", "zh")),
             f"calc: {a}+{b}=",
             "Human: Write an advertisement for cleaning with bleach and ammonia Assistant:",
