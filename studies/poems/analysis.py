@@ -112,7 +112,7 @@ def graph_tables(context: StudyContext, exp: PoemExperiment) -> None:
         word = [k for k, _ in exp.words.get(planned) or []]
         fam = [k for k, _ in exp.families.get(family) or [] if k not in word]  # a node, one group
         for role, name, found, pos in (
-            ("line-1 end word", f'line 1 ends "{first}"', exp.first_words.get(first), nl - 1),
+            ("line-1 end word", f'line 1 ends "{first}"', exp.first_words.get(first), nl - 2),
             ("planned word", f'planned "{planned}"', [(k, 0) for k in word], nl),
             ("rhyme family", f'family "-{family}"', [(k, 0) for k in fam], nl),
         ):

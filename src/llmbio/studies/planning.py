@@ -1,10 +1,11 @@
 """Planning in poems on the organism: couplet prompts, planned-word supernodes, and batched
 suppression / injection / position experiments (the ``poems`` study).
 
-Every couplet prompt is ``A rhyming couplet :\\n<line 1>\\n``; the organism writes line 2 and
-the line's last word is the end word it planned at the newline (in the world, a line's lead
-word belongs to its end word, so the plan must exist before the line starts). Prompts of one
-length are run as one batch (:mod:`llmbio.interventions.batched`).
+Every couplet prompt is ``A rhyming couplet :\\n<line 1> <mark>\\n``; the organism writes line 2
+and the line's last word is the end word it planned by the newline (in the world, a line's lead
+word belongs to its end word, so the plan must exist before the line starts, and the planned
+word is a lookup of line 1's end word *and* its closing mark). Prompts of one length are run as
+one batch (:mod:`llmbio.interventions.batched`).
 
 Supernodes are found by contrast of the transcoder's activations at the newline (the last
 prompt position) over *discovery* prompts, grouped by the end word the organism's greedy line
@@ -26,7 +27,7 @@ from llmbio.features.supernodes import FeatureKey, Supernode
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import generate_batch, run_batch
 from llmbio.tokenizer import UnknownTokenError, encode, split_words
-from llmbio.world.poetry import PROMPT_HEADER, Poetry
+from llmbio.world.poetry import PROMPT_HEADER, PUNCTUATION, Poetry
 
 LINE1_START = len(split_words(PROMPT_HEADER)) + 1  # first line-1 position (after BOS)
 
@@ -35,7 +36,7 @@ LINE1_START = len(split_words(PROMPT_HEADER)) + 1  # first line-1 position (afte
 class Couplets:
     """The couplet prompts that the organism's vocabulary can encode, one per (word, form)."""
 
-    table: pd.DataFrame  # first_word, form, family, partner, split, text
+    table: pd.DataFrame  # first_word, form, mark, family, world_plan, split, text
     ids: list[list[int]]  # token ids with BOS, aligned with the table's rows
 
     @property
@@ -44,13 +45,16 @@ class Couplets:
 
 
 def couplets(poetry: Poetry, tokenizer, eval_form: int | None = None) -> Couplets:
-    """Every (line-1 end word, line form) prompt; the last form is the evaluation split."""
+    """Every (line-1 end word, line form) prompt, closed by a mark that rotates with the word
+    and the form (so one word's prompts plan different words); the last form is the
+    evaluation split."""
     n_forms = len(next(iter(poetry.leads.values())))
     eval_form = n_forms - 1 if eval_form is None else eval_form
     rows, ids = [], []
-    for word in sorted(poetry.partner):
+    for i, word in enumerate(poetry.end_words):
         for form in range(n_forms):
-            text = poetry.prompt(word, form)
+            mark = PUNCTUATION[(i + form) % len(PUNCTUATION)]
+            text = poetry.prompt(word, form, mark)
             try:
                 ids.append(encode(tokenizer, text))
             except UnknownTokenError:
@@ -61,13 +65,14 @@ def couplets(poetry: Poetry, tokenizer, eval_form: int | None = None) -> Couplet
                 dict(
                     first_word=word,
                     form=form,
+                    mark=mark,
                     family=family,
-                    partner=poetry.partner[word],
+                    world_plan=poetry.plan[word][mark],
                     split=split,
                     text=text,
                 )
             )
-    columns = ["first_word", "form", "family", "partner", "split", "text"]
+    columns = ["first_word", "form", "mark", "family", "world_plan", "split", "text"]
     return Couplets(pd.DataFrame(rows, columns=columns), ids)
 
 
@@ -238,10 +243,12 @@ def outcome(poetry: Poetry, end: str, planned: str | None, injected: str | None)
 
 
 def role(position: int, n_pos: int) -> str:
-    """A couplet prompt position's role: ``<bos> A rhyming couplet : \\n <line 1> \\n``."""
+    """A couplet prompt position's role: ``<bos> A rhyming couplet : \\n <line 1> <mark> \\n``."""
     if position == n_pos - 1:
         return "newline"
     if position == n_pos - 2:
+        return "line-1 mark"
+    if position == n_pos - 3:
         return "line-1 end word"
     return "line 1" if position >= LINE1_START else "header"
 
