@@ -186,19 +186,42 @@ def faithfulness_stage(
 def faithfulness_graphs(
     model, clt, graphs_dir, out_table, out_figure, n_features: int = 50
 ) -> pd.DataFrame:
-    """:func:`faithfulness_stage` with an already loaded model and transcoder."""
+    """:func:`faithfulness_stage` with an already loaded model and transcoder.
+
+    Two seeded samples of at most ``n_features`` feature nodes per graph (column ``sample``):
+    ``pruned_graph``, the features the pruned graph keeps (what a reader of the graph sees and
+    reasons with), and ``all_active``, any active feature (most of which have tiny effects).
+    """
     from llmbio.attribution.graph import Graph
     from llmbio.features.faithfulness import faithfulness, plot_faithfulness
 
     frames = []
     for path in sorted(Path(graphs_dir).glob("*.graph.safetensors")):
-        table, rho = faithfulness(
-            model, clt, Graph.load(path), n_features=n_features, show_progress=False
-        )
+        graph = Graph.load(path)
         name = path.name.removesuffix(".graph.safetensors")
-        print(f"{name}: Spearman {rho:.3f} over {len(table)} features")
-        frames.append(table.assign(graph=name, spearman=rho))
+        for sample, nodes in (
+            ("pruned_graph", _kept_features(path.with_name(f"{name}.nodes.parquet"), n_features)),
+            ("all_active", None),
+        ):
+            if nodes is not None and len(nodes) == 0:
+                continue
+            table, rho = faithfulness(
+                model, clt, graph, n_features=n_features, nodes=nodes, show_progress=False
+            )
+            print(f"{name} ({sample}): Spearman {rho:.3f} over {len(table)} features")
+            frames.append(table.assign(graph=name, sample=sample, spearman=rho))
     table = pd.concat(frames, ignore_index=True)
     table.to_parquet(out_table, index=False)
-    draw_figure(lambda t: plot_faithfulness(t), out_figure, [out_table])
+    draw_figure(
+        lambda t: plot_faithfulness(t[t["sample"] == "pruned_graph"]), out_figure, [out_table]
+    )
     return table
+
+
+def _kept_features(nodes_path: Path, n_features: int, seed: int = 0) -> list[int]:
+    """Graph indices of up to ``n_features`` feature nodes the pruned graph keeps (seeded)."""
+    if not nodes_path.exists():
+        raise FileNotFoundError(f"{nodes_path} is missing; rerun the trace_graphs rule")
+    nodes = pd.read_parquet(nodes_path, columns=["kind", "node_index", "kept"])
+    kept = nodes.loc[(nodes["kind"] == "feature") & nodes["kept"], "node_index"]
+    return sorted(kept.sample(min(n_features, len(kept)), random_state=seed).astype(int).tolist())
