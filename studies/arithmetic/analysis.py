@@ -27,8 +27,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import torch
-from transformers import AutoModelForCausalLM
 
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.stages.attribution import trace_prompt
@@ -44,8 +42,7 @@ from llmbio.studies.addition import (
 )
 from llmbio.studies.generic import run_declared
 from llmbio.studies.operand_plots import CLASSES, classify, synthetic_heatmaps
-from llmbio.tokenizer import UnknownTokenError, load_tokenizer
-from llmbio.transcoder.io import load_transcoder
+from llmbio.tokenizer import UnknownTokenError
 from llmbio.world import World
 
 TOP_PER_LAYER = 16  # features per layer with the largest spread over the grid
@@ -76,11 +73,7 @@ def run(context: StudyContext) -> None:
     def log(step: str) -> None:
         print(f"arithmetic: {step} done at {time.perf_counter() - start:.1f} s")
 
-    torch.set_num_threads(context.config.train.threads if context.config else 2)
-    model = AutoModelForCausalLM.from_pretrained(context.model_dir).eval()
-    tok = load_tokenizer(context.model_dir)
-    clt = load_transcoder(context.transcoder_dir, model=model)
-    world = World.load(context.world_path)
+    model, tok, clt, world = context.load_organism()
     grid = grid_activations(model, clt, tok, world.arithmetic.max_operand + 1)
     context.save_table(grid_table(grid, world), "grid")
     log(f"grid pass ({grid.n} x {grid.n} prompts)")

@@ -18,7 +18,6 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
-from transformers import AutoModelForCausalLM
 
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, supernode_graph
@@ -32,8 +31,7 @@ from llmbio.studies.experiments import (
     run_interventions,
 )
 from llmbio.studies.generic import run_declared
-from llmbio.tokenizer import encode, load_tokenizer
-from llmbio.transcoder.io import load_transcoder
+from llmbio.tokenizer import encode
 from llmbio.world import World
 from llmbio.world.geography import TWO_HOP_PROMPT
 
@@ -44,11 +42,7 @@ TOP_K = 8  # features per state supernode
 def run(context: StudyContext) -> None:
     if context.family != "organism":  # released models: no ground truth, declared experiments
         return run_declared(context)
-    torch.set_num_threads(context.config.train.threads if context.config else 2)
-    model = AutoModelForCausalLM.from_pretrained(context.model_dir).eval()
-    tok = load_tokenizer(context.model_dir)
-    clt = load_transcoder(context.transcoder_dir, model=model)
-    world = World.load(context.world_path)
+    model, tok, clt, world = context.load_organism()
     scores = load_label_scores(context.run_dir)
     nodes = resolve_supernodes(context.study, scores)
     states = contrast_supernodes(model, clt, tok, world)

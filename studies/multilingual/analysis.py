@@ -34,7 +34,7 @@ from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
-from llmbio.studies.generic import load_run_model, run_declared
+from llmbio.studies.generic import run_declared
 from llmbio.studies.language_overlap import overlap_by_layer, overlap_summary, overlap_table
 from llmbio.studies.multilingual import (
     concept_order,
@@ -54,7 +54,6 @@ from llmbio.studies.multilingual_swaps import (
     operand_cases,
     operation_cases,
 )
-from llmbio.world import World
 from llmbio.world.lexicon import LANGUAGES
 
 EXAMPLE = "small"  # the paper's operand; graphs are traced for its antonym prompts
@@ -67,8 +66,8 @@ def run(context: StudyContext) -> None:
     if context.family != "organism":  # released models: no ground truth, declared experiments
         return run_declared(context)
     start, cpu = time.perf_counter(), time.process_time()
-    model, tok, clt = load_run_model(context)
-    lex = World.load(context.world_path).lexicon
+    model, tok, clt, world = context.load_organism()
+    lex = world.lexicon
     languages, concepts = list(LANGUAGES), concept_order(lex)
     calib = [c for i, c in enumerate(concepts) if (i // 2) % 2 == 0]
     runs = run_lexicon(model, clt, tok, lex, languages)

@@ -27,8 +27,6 @@ import time
 
 import matplotlib.pyplot as plt
 import pandas as pd
-import torch
-from transformers import AutoModelForCausalLM
 
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, supernode_graph
@@ -44,9 +42,6 @@ from llmbio.studies.planning import (
     position_summary,
 )
 from llmbio.studies.poems import PoemExperiment, Settings
-from llmbio.tokenizer import load_tokenizer
-from llmbio.transcoder.io import load_transcoder
-from llmbio.world import World
 
 # Fixed before any measurement on the held-out couplets (multihop's values: 8 features per
 # supernode, own plan x-2, donor plan at 2x its activation).
@@ -68,11 +63,8 @@ def run(context: StudyContext) -> None:
     if context.family != "organism":  # released models: no ground truth, declared experiments
         return run_declared(context)
     start = time.perf_counter()
-    torch.set_num_threads(context.config.train.threads if context.config else 2)
-    model = AutoModelForCausalLM.from_pretrained(context.model_dir).eval()
-    tok = load_tokenizer(context.model_dir)
-    clt = load_transcoder(context.transcoder_dir, model=model)
-    poetry = World.load(context.world_path).poetry
+    model, tok, clt, world = context.load_organism()
+    poetry = world.poetry
     settings = Settings(TOP_K, ABLATE, INJECT, line_length(poetry))
     exp = PoemExperiment(model, clt, tok, poetry, couplets(poetry, tok), settings)
     context.save_table(exp.table, "couplets")

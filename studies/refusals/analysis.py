@@ -27,7 +27,6 @@ import time
 import numpy as np
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
 from llmbio.attribution.export import graph_tables as export_tables
 from llmbio.attribution.export import save_tables
@@ -63,8 +62,7 @@ from llmbio.studies.refusal_tables import (
     position_groups,
     separation_table,
 )
-from llmbio.tokenizer import UnknownTokenError, encode, load_tokenizer
-from llmbio.transcoder.io import load_transcoder
+from llmbio.tokenizer import UnknownTokenError, encode
 from llmbio.world import World
 from llmbio.world.safety import COMPLIANCE, REFUSAL
 
@@ -79,11 +77,8 @@ def run(context: StudyContext) -> None:
     if context.family != "organism":  # released models: no ground truth, declared experiments
         return run_declared(context)
     start = time.perf_counter()
-    torch.set_num_threads(context.config.train.threads if context.config else 2)
-    model = AutoModelForCausalLM.from_pretrained(context.model_dir).eval()
-    tok = load_tokenizer(context.model_dir)
-    clt = load_transcoder(context.transcoder_dir, model=model)
-    lab = Lab(model, clt, tok, World.load(context.world_path))
+    model, tok, clt, world = context.load_organism()
+    lab = Lab(model, clt, tok, world)
     nodes = lab.contrast_supernodes()
     context.save_table(lab.members_table(nodes), "supernode_members")
     prompts = lab.prompts_table(nodes)

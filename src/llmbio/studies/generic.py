@@ -83,14 +83,8 @@ def load_run_model(context: StudyContext):
         from llmbio.pretrained import load_pretrained
 
         return load_pretrained(cfg.pretrained)
-    from transformers import AutoModelForCausalLM
-
-    from llmbio.tokenizer import load_tokenizer
-    from llmbio.transcoder.io import load_transcoder
-
-    torch.set_num_threads(cfg.train.threads if cfg else 2)
-    model = AutoModelForCausalLM.from_pretrained(context.model_dir).eval()
-    return model, load_tokenizer(context.model_dir), load_transcoder(context.transcoder_dir, model)
+    organism = context.load_organism()
+    return organism.model, organism.tokenizer, organism.clt
 
 
 def _transcoder_repo(context: StudyContext) -> str | None:

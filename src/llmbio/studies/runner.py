@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pandas as pd
 
@@ -27,7 +28,23 @@ from llmbio.config import ORGANISM, RunConfig
 from llmbio.figures import draw_figure, read_table, save_figure, sha256_of
 from llmbio.studies.spec import Prompt, Study, load_study
 
+if TYPE_CHECKING:
+    from torch import nn
+    from transformers import PreTrainedTokenizerBase
+
+    from llmbio.transcoder.clt import CrossLayerTranscoder
+    from llmbio.world import World
+
 ANALYSIS_FILE = "analysis.py"
+
+
+class Organism(NamedTuple):
+    """A run's trained organism, as an analysis works with it."""
+
+    model: nn.Module  # in eval mode
+    tokenizer: PreTrainedTokenizerBase
+    clt: CrossLayerTranscoder
+    world: World
 
 
 @dataclass(frozen=True)
@@ -76,6 +93,21 @@ class StudyContext:
     @property
     def figures_dir(self) -> Path:
         return self.out_dir / "figures"
+
+    def load_organism(self) -> Organism:
+        """The run's model, tokenizer, transcoder and world; torch gets the run's threads
+        (``train.threads``; 2 without a config)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from llmbio.tokenizer import load_tokenizer
+        from llmbio.transcoder.io import load_transcoder
+        from llmbio.world import World
+
+        torch.set_num_threads(self.config.train.threads if self.config else 2)
+        model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
+        clt = load_transcoder(self.transcoder_dir, model=model)
+        return Organism(model, load_tokenizer(self.model_dir), clt, World.load(self.world_path))
 
     def prompts(self, family: str | None = None) -> tuple[Prompt, ...]:
         """The study's prompts of ``family`` (default: the run's)."""
