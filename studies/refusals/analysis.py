@@ -2,7 +2,7 @@
 
 Every evaluation dialogue of the world (``Human : <request> Assistant :``, the request naming a
 pair of ingredients or a topic) is run once; dialogues of equal length share one batched pass
-(:mod:`llmbio.studies.feature_effects`). Supernodes come from ground truth by contrast, on
+(:mod:`llmbio.interventions.batched`). Supernodes come from ground truth by contrast, on
 dialogues shown in training only (held-out pairs never enter the selection):
 
 - ``harmful_request`` / ``harmless_request``: the ``TOP_K`` features whose mean activation on
@@ -34,14 +34,15 @@ from llmbio.attribution.prune import prune_graph
 from llmbio.attribution.trace import trace
 from llmbio.attribution.viewer import write_graph_html
 from llmbio.features.supernodes import Supernode, supernode_graph
+from llmbio.interventions.batched import (
+    BatchPass,
+    DenseEdits,
+    feature_effects,
+    logit_difference,
+    run_batch,
+)
 from llmbio.studies import StudyContext
 from llmbio.studies.experiments import run_interventions
-from llmbio.studies.feature_effects import (
-    edited_pass,
-    feature_effects,
-    identity_edits,
-    logit_difference,
-)
 from llmbio.studies.generic import run_declared
 from llmbio.studies.refusal_plots import (
     draw_global,
@@ -121,8 +122,10 @@ class Lab:
         ]
         self.base = {i: self.pass_(ids) for i, (_, ids) in enumerate(self.groups)}
 
-    def pass_(self, ids, scale=None, offset=None):
-        return edited_pass(self.model, self.clt, ids, scale, offset)
+    def pass_(self, ids, edits: DenseEdits | None = None) -> BatchPass:
+        """Last-position logits ``(B, V)`` and activations ``(B, L, n, F)`` of ``ids``."""
+        out = run_batch(self.model, self.clt, ids, edits, record_activations=True)
+        return out._replace(logits=out.logits[:, -1])
 
     def acts(self, rows: list[int], position: str) -> torch.Tensor:
         """Baseline activations ``(len(rows), L * F)`` on the last or the harm token."""
@@ -253,9 +256,9 @@ class Lab:
             if edit is None or not keep:
                 continue
             sub = [rows[i] for i in keep]
-            scale, offset = identity_edits(self.clt, len(keep), ids.shape[1])
-            edit(scale, offset, sub)
-            res, base = self.pass_(ids[keep], scale, offset), self.base[g]
+            edits = DenseEdits.identity(self.clt, len(keep), ids.shape[1])
+            edit(*edits, sub)
+            res, base = self.pass_(ids[keep], edits), self.base[g]
             before = self.outcome(base.logits[keep])
             after = self.activities(res.activations, sub, nodes)
             prior = self.activities(base.activations[keep], sub, nodes)

@@ -9,8 +9,8 @@ import torch
 from tiny_models import random_clt, tiny_model
 
 from llmbio.interventions import Edit, Intervener
-from llmbio.studies.addition import pick_donor
-from llmbio.studies.feature_passes import all_positions, last_position
+from llmbio.interventions.batched import run_batch
+from llmbio.studies.addition import last_position, pick_donor
 from llmbio.studies.operand_plots import classify, explained, grid, synthetic_heatmaps
 
 
@@ -64,7 +64,7 @@ def test_last_position_edits_match_the_intervener(prefix_len):
             for la, f in mask[:, i].nonzero().tolist()
         ]
         run = Intervener(model, clt, ids[i]).run(edits)
-        torch.testing.assert_close(logits[i], run.logits[-1].float(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logits[i], run.logits[-1], rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(acts[:, i], run.activations[:, -1])
-    clean = all_positions(model, clt, ids)  # (L, B, n, F)
-    torch.testing.assert_close(clean[:, 0], Intervener(model, clt, ids[0]).baseline.activations)
+    clean = run_batch(model, clt, ids, record_activations=True).activations  # (B, L, n, F)
+    torch.testing.assert_close(clean[0], Intervener(model, clt, ids[0]).baseline.activations)

@@ -1,19 +1,10 @@
-"""The refusals study's batched edits and its pure helpers."""
+"""The refusals study's pure helpers (its batched edits: tests/interventions/test_batched.py)."""
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
-from tiny_models import random_clt, tiny_model
 
 from llmbio.features.supernodes import Supernode
-from llmbio.interventions import Edit, Intervener
-from llmbio.studies.feature_effects import (
-    edited_pass,
-    feature_effects,
-    identity_edits,
-    logit_difference,
-)
 from llmbio.studies.refusal_tables import (
     contrast_top,
     graph_links,
@@ -21,43 +12,6 @@ from llmbio.studies.refusal_tables import (
     position_groups,
     roc_auc,
 )
-
-
-@pytest.fixture(scope="module")
-def organism():
-    return tiny_model("llama"), random_clt()
-
-
-def test_edited_pass_matches_intervener(organism):
-    model, clt = organism
-    ids = torch.randint(1, 64, (2, 6))
-    scale, offset = identity_edits(clt, 2, 6)
-    scale[0, 0, -1, 3] = -2.0
-    scale[1, 1, 2:, 5] = 0.0
-    offset[1, 1, 2:, 5] = 0.7
-    out = edited_pass(model, clt, ids, scale, offset)
-    expected = [
-        Intervener(model, clt, ids[0]).run([Edit.scale_by("0/3", -2.0, (5,))]),
-        Intervener(model, clt, ids[1]).run([Edit.set_to("1/5", 0.7, (2, 3, 4, 5))]),
-    ]
-    for b, ref in enumerate(expected):
-        assert torch.allclose(out.logits[b], ref.logits[-1].float(), atol=1e-5)
-        assert torch.allclose(out.activations[b], ref.activations, atol=1e-8)
-
-
-def test_feature_effects_is_the_derivative(organism):
-    model, clt = organism
-    ids = torch.randint(1, 64, (1, 6))
-    metric = logit_difference(3, 7)
-    effects, acts, value = feature_effects(model, clt, ids, metric)
-    layer, pos, feat = (acts[0] > 0).nonzero()[0].tolist()
-    eps = 1e-4
-    scale, offset = identity_edits(clt, 1, 6)
-    scale[0, layer, pos, feat] = 1 + eps
-    moved = metric(edited_pass(model, clt, ids, scale, offset).logits)
-    assert float((moved - value) / eps) == pytest.approx(
-        float(effects[0, layer, pos, feat]), rel=1e-3, abs=1e-6
-    )
 
 
 def test_contrast_top_keeps_positive_margins_only():

@@ -1,7 +1,8 @@
 """Feature interventions on the real forward pass: edits, modes, experiments and the CLI.
 
-See :mod:`llmbio.interventions.engine` for how edits enter the model and
-:mod:`llmbio.interventions.run` for the results table.
+See :mod:`llmbio.interventions.engine` for how edits enter the model,
+:mod:`llmbio.interventions.run` for the results table and :mod:`llmbio.interventions.batched`
+for batches of prompts, each with its own edits.
 """
 
 from llmbio.interventions.cli import intervene_cli

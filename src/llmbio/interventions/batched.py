@@ -1,22 +1,36 @@
-"""Feature edits on a batch of equal-length prompts, each prompt with its own edits.
+"""Feature edits on a batch of equal-length prompts, each prompt with its own edits: the one
+batched splice of the transcoder into the real model.
 
 The batched twin of :class:`llmbio.interventions.Intervener` in its default (unconstrained)
-mode: at every layer a pre-hook on the MLP's input norm encodes ``hook_resid_mid`` with the
-transcoder, applies each prompt's edits to the live activations (``new = scale * a +
-offset``) and adds ``(new - a) W_dec[l -> l']`` to every MLP output ``l' >= l``. One forward
-pass then serves many prompts, which is what makes sweeps (edits x prompts x positions) and
-greedy generation under edits affordable on a CPU, where a small model's forward pass costs
-about the same for one prompt as for a hundred.
+mode: at every layer ``l`` a pre-hook on the MLP's input norm encodes ``hook_resid_mid`` with
+the transcoder into activations ``a`` ``(B, n, F)``, applies each prompt's edits to the live
+activations (``new = scale * a + offset``) and adds ``(new - a) W_dec[l -> l']`` to every MLP
+output ``l' >= l``, so later layers see the edit through the real MLPs, attention and norms.
+One forward pass then serves many prompts, which is what makes sweeps (edits x prompts x
+positions) and greedy generation under edits affordable on a CPU, where a small model's forward
+pass costs about the same for one prompt as for a hundred.
 
-Prompts must have the same length (no padding, so no attention mask is needed). Positions
-``None`` mean every position but the first, resolved against the current length at each
-generation step, as :func:`llmbio.interventions.generate_with_edits` does.
+Edits come in two layouts:
+
+- per prompt, a list of :class:`~llmbio.interventions.Edit` (:func:`run_batch`,
+  :func:`generate_batch`), compiled to the edited entries only; their decoder rows are fetched
+  with ``clt.decoder_rows``, so offloaded decoders work;
+- :class:`DenseEdits`: one ``scale`` and ``offset`` per (prompt, layer, position, feature), for
+  sweeps that edit many entries per prompt, and for :func:`feature_effects`, the gradient of a
+  metric with respect to every ``scale`` (they use the whole decoder).
+
+Prompts must have the same length: there is no attention mask, so right padding is harmless
+only to the positions before it (causal attention). Positions ``None`` mean every position but
+the first, resolved against the current length at each generation step, as
+:func:`llmbio.interventions.generate_with_edits` does. A ``last_only`` pass reads, edits and
+records the last position only and computes only its logits; its first ``prefix_len`` tokens,
+shared by many prompts, then run once per distinct prefix, through the key-value cache.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import NamedTuple
 
@@ -25,14 +39,39 @@ from torch import nn
 
 from llmbio.attribution.replacement import check_transcoder
 from llmbio.interventions.edits import Edit, compile_edits
+from llmbio.interventions.engine import hook_layers
 from llmbio.transcoder.clt import CrossLayerTranscoder
+
+Metric = Callable[[torch.Tensor], torch.Tensor]  # last-position logits (B, V) -> (B,)
 
 
 class BatchPass(NamedTuple):
-    """One forward pass of ``B`` prompts of ``n`` tokens."""
+    """One forward pass of ``B`` prompts of ``n`` tokens (``n = 1``, the last position, in a
+    ``last_only`` pass)."""
 
     logits: torch.Tensor  # (B, n, vocab), at least float32
     activations: torch.Tensor | None  # (B, L, n, F) edited transcoder activations, if recorded
+
+
+class DenseEdits(NamedTuple):
+    """``new = scale * a + offset`` at every entry, ``(B, L, n, F)`` each (``n = 1`` in a
+    ``last_only`` pass). Scale 1 and offset 0 leave an entry as it is."""
+
+    scale: torch.Tensor
+    offset: torch.Tensor
+
+    @classmethod
+    def identity(cls, clt: CrossLayerTranscoder, batch: int, n_pos: int) -> DenseEdits:
+        """Edits that change nothing (ones, zeros), to be filled in."""
+        shape = (batch, clt.n_layers, n_pos, clt.n_features)
+        dtype, device = clt.W_enc.dtype, clt.W_enc.device
+        ones = torch.ones(shape, dtype=dtype, device=device)
+        return cls(ones, torch.zeros(shape, dtype=dtype, device=device))
+
+    @classmethod
+    def setting(cls, mask: torch.Tensor, values: torch.Tensor, dtype: torch.dtype) -> DenseEdits:
+        """Set the entries where ``mask`` is true to ``values`` (both ``(B, L, n, F)``)."""
+        return cls((~mask).to(dtype), torch.where(mask, values, 0).to(dtype))
 
 
 class _Entries(NamedTuple):
@@ -43,6 +82,9 @@ class _Entries(NamedTuple):
     features: torch.Tensor  # (E,) long
     scale: torch.Tensor  # (E,)
     offset: torch.Tensor  # (E,)
+
+
+BatchEdits = dict[int, _Entries] | DenseEdits | None
 
 
 def compile_batch(
@@ -59,37 +101,104 @@ def compile_batch(
     }
 
 
-class _BatchHooks:
-    def __init__(self, clt: CrossLayerTranscoder, entries: dict[int, _Entries], record: bool):
-        self.clt, self.entries, self.record = clt, entries, record
-        self.pending: dict[int, torch.Tensor] = {}
+class _Splice:
+    """Hook state of one pass: the decoder outputs queued per layer, the activations recorded."""
+
+    def __init__(self, clt: CrossLayerTranscoder, edits: BatchEdits, record: bool, last: bool):
+        self.clt, self.edits, self.record = clt, edits, record
+        self.window = slice(-1, None) if last else slice(None)  # the positions the CLT reads
+        self.pending: list[torch.Tensor | None] = [None] * clt.n_layers
         self.acts: list[torch.Tensor | None] = [None] * clt.n_layers
 
     def read(self, layer: int, _module, args, kwargs):
-        if layer not in self.entries and not self.record:
+        dense = isinstance(self.edits, DenseEdits)
+        sparse = isinstance(self.edits, dict) and layer in self.edits
+        if not (dense or sparse or self.record):
             return
-        x = args[0] if args else kwargs["hidden_states"]  # (B, n, D)
-        acts = self.clt.encode(x.to(self.clt.W_enc.dtype), layer)  # (B, n, F)
-        if layer in self.entries:
-            b, pos, feat, scale, offset = (t.to(x.device) for t in self.entries[layer])
-            old = acts[b, pos, feat]
-            new = scale.to(old.dtype) * old + offset.to(old.dtype)
-            acts = acts.clone()
-            acts[b, pos, feat] = new
-            for target in self.clt.target_layers(layer):
-                vectors = (new - old)[:, None] * self.clt.decoder_to(layer, target)[feat]
-                if target not in self.pending:
-                    self.pending[target] = x.new_zeros(x.shape, dtype=vectors.dtype)
-                self.pending[target].index_put_((b, pos), vectors, accumulate=True)
+        x = (args[0] if args else kwargs["hidden_states"])[:, self.window]  # (B, n, D)
+        acts = self.clt.encode(x.detach().to(self.clt.W_enc.dtype), layer)  # (B, n, F)
+        if dense:
+            acts = self._dense(layer, acts)
+        elif sparse:
+            acts = self._sparse(layer, acts)
         if self.record:
-            self.acts[layer] = acts
+            self.acts[layer] = acts.detach()
+
+    def _sparse(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
+        b, pos, feat, scale, offset = (t.to(acts.device) for t in self.edits[layer])
+        old = acts[b, pos, feat]
+        new = scale.to(old.dtype) * old + offset.to(old.dtype)
+        acts = acts.clone()
+        acts[b, pos, feat] = new
+        rows = self.clt.decoder_rows(layer, feat)  # (E, n_targets, D)
+        for j, target in enumerate(self.clt.target_layers(layer)):
+            vectors = (new - old)[:, None] * rows[:, j].to(new.dtype)  # (E, D)
+            self._queued(target, acts).index_put_((b, pos), vectors, accumulate=True)
+        return acts
+
+    def _dense(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
+        scale, offset = self.edits.scale[:, layer], self.edits.offset[:, layer]  # (B, n, F)
+        new = scale * acts + offset
+        if scale.requires_grad:  # the gradient needs every entry
+            pos = torch.arange(acts.shape[1], device=acts.device)
+        else:  # only positions with an edit change the MLP outputs
+            pos = ((scale != 1) | (offset != 0)).any(2).any(0).nonzero().flatten()
+        if pos.numel():
+            delta = (new - acts)[:, pos]  # (B, n_edited, F)
+            for target in self.clt.target_layers(layer):
+                vectors = delta @ self.clt.decoder_to(layer, target)  # (B, n_edited, D)
+                self._queued(target, acts).index_add_(1, pos, vectors)
+        return new
+
+    def _queued(self, target: int, acts: torch.Tensor) -> torch.Tensor:
+        """What is queued for ``target``'s MLP output, ``(B, n, D)``; zeros at first."""
+        if self.pending[target] is None:
+            self.pending[target] = acts.new_zeros(*acts.shape[:2], self.clt.d_model)
+        return self.pending[target]
 
     def write(self, layer: int, _module, _args, output):
-        if layer not in self.pending:
+        if self.pending[layer] is None:
             return None
-        y = output[0] if isinstance(output, tuple) else output
-        new = y + self.pending[layer].to(y.dtype)
+        y = output[0] if isinstance(output, tuple) else output  # (B, n, D)
+        new = y.clone()
+        new[:, self.window] += self.pending[layer].to(y.dtype)
         return (new, *output[1:]) if isinstance(output, tuple) else new
+
+
+def spliced_pass(
+    model: nn.Module,
+    clt: CrossLayerTranscoder,
+    input_ids: torch.Tensor,
+    edits: BatchEdits = None,
+    *,
+    record: bool = False,
+    last_only: bool = False,
+    prefix_len: int = 0,
+) -> BatchPass:
+    """The core pass of ``input_ids`` ``(B, n)`` with compiled ``edits`` (see :func:`run_batch`);
+    it leaves gradients on or off as the caller has them."""
+    adapter = check_transcoder(model, clt)
+    ids = input_ids.to(next(model.parameters()).device)
+    hooks = _Splice(clt, edits, record, last_only)
+    with ExitStack() as stack:
+        kwargs = _prefix_cache(model, ids[:, :prefix_len]) if prefix_len else {}
+        hook_layers(stack, model, adapter, clt.n_layers, hooks.read, hooks.write)
+        kwargs = {"use_cache": False, **({"logits_to_keep": 1} if last_only else {}), **kwargs}
+        logits = model(input_ids=ids[:, prefix_len:], **kwargs).logits
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    acts = torch.stack(hooks.acts, dim=1) if record else None
+    return BatchPass(logits, acts)
+
+
+def _prefix_cache(model: nn.Module, prefixes: torch.Tensor) -> dict:
+    """Keyword arguments that continue each prompt from its prefix ``(B, p)``; each distinct
+    prefix runs once (unspliced) and the key-value cache is expanded back to the batch."""
+    unique, index = torch.unique(prefixes, dim=0, return_inverse=True)
+    out = model(input_ids=unique, use_cache=True)
+    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    cache.batch_select_indices(index)
+    names = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in names else "past_key_values": cache, "use_cache": True}
 
 
 @torch.no_grad()
@@ -97,42 +206,46 @@ def run_batch(
     model: nn.Module,
     clt: CrossLayerTranscoder,
     input_ids: torch.Tensor,
-    edits: Sequence[Sequence[Edit]] | None = None,
+    edits: Sequence[Sequence[Edit]] | DenseEdits | None = None,
     *,
     record_activations: bool = False,
+    last_only: bool = False,
+    prefix_len: int = 0,
 ) -> BatchPass:
-    """``input_ids`` ``(B, n)``; ``edits[b]`` are prompt ``b``'s edits (``None``: no edits)."""
-    ids = _check(model, input_ids, edits)
-    edits = edits if edits is not None else [()] * ids.shape[0]
-    return _run(model, clt, ids, compile_batch(edits, clt, ids.shape[1]), record_activations)
+    """``input_ids`` ``(B, n)``; ``edits[b]`` are prompt ``b``'s edits, or :class:`DenseEdits`
+    (``None``: no edits).
+
+    ``last_only``: the transcoder reads, edits and records the last position only, and only
+    its logits are computed (``DenseEdits`` of one position). ``prefix_len`` (``last_only``
+    passes): the first tokens run once per distinct prefix, outside the splice.
+    """
+    ids = _check(model, clt, input_ids, edits, last_only)
+    if prefix_len and not last_only:
+        raise ValueError("prefix_len needs last_only: the cached prefix runs outside the splice")
+    if edits is not None and not isinstance(edits, DenseEdits):
+        edits = compile_batch(edits, clt, ids.shape[1])
+    return spliced_pass(
+        model, clt, ids, edits, record=record_activations, last_only=last_only,
+        prefix_len=prefix_len,
+    )  # fmt: skip
 
 
-def _check(model: nn.Module, input_ids, edits) -> torch.Tensor:
+def _check(model: nn.Module, clt, input_ids, edits, last_only: bool = False) -> torch.Tensor:
     if model.training:
         raise ValueError("The model is in training mode (dropout); call model.eval() first.")
     ids = torch.as_tensor(input_ids)
     if ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, n_tokens), got {tuple(ids.shape)}")
-    if edits is not None and len(edits) != ids.shape[0]:
-        raise ValueError(f"{len(edits)} edit lists for a batch of {ids.shape[0]} prompts")
+    if isinstance(edits, DenseEdits):
+        shape = (ids.shape[0], clt.n_layers, 1 if last_only else ids.shape[1], clt.n_features)
+        if tuple(edits.scale.shape) != shape or tuple(edits.offset.shape) != shape:
+            raise ValueError(f"DenseEdits must be {shape} (batch, layers, positions, features)")
+    elif edits is not None:
+        if last_only:
+            raise ValueError("a last_only pass takes DenseEdits of the last position")
+        if len(edits) != ids.shape[0]:
+            raise ValueError(f"{len(edits)} edit lists for a batch of {ids.shape[0]} prompts")
     return ids
-
-
-def _run(model, clt, ids: torch.Tensor, entries: dict[int, _Entries], record: bool) -> BatchPass:
-    adapter = check_transcoder(model, clt)
-    hooks = _BatchHooks(clt, entries, record)
-    with ExitStack() as stack:
-        for layer in range(clt.n_layers):
-            norm = adapter.layer_module(model, layer, adapter.mlp_in_norm)
-            out = adapter.layer_module(model, layer, adapter.mlp_out)
-            read = functools.partial(hooks.read, layer)
-            stack.callback(norm.register_forward_pre_hook(read, with_kwargs=True).remove)
-            stack.callback(out.register_forward_hook(functools.partial(hooks.write, layer)).remove)
-        device = next(model.parameters()).device
-        logits = model(input_ids=ids.to(device), use_cache=False).logits
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    acts = torch.stack(hooks.acts, dim=1) if record else None
-    return BatchPass(logits, acts)
 
 
 @torch.no_grad()
@@ -146,7 +259,7 @@ def generate_batch(
     """Greedy continuations under edits: new tokens ``(B, T)`` and the next-token
     probabilities ``(B, T, vocab)`` each step chose from. Every step reruns the whole
     sequence, so explicit positions (the prompt's) stay edited while the line is written."""
-    ids = _check(model, input_ids, edits)
+    ids = _check(model, clt, input_ids, edits)
     edits = edits if edits is not None else [()] * ids.shape[0]
     # explicit positions do not depend on the length: compile them once
     fixed = all(e.positions is not None for chosen in edits for e in chosen)
@@ -154,9 +267,37 @@ def generate_batch(
     tokens, probs = [], []
     for _ in range(max_new_tokens):
         step = entries if fixed else compile_batch(edits, clt, ids.shape[1])
-        p = _run(model, clt, ids, step, False).logits[:, -1].softmax(-1)  # (B, vocab)
+        p = spliced_pass(model, clt, ids, step).logits[:, -1].softmax(-1)  # (B, vocab)
         token = p.argmax(-1)
         tokens.append(token)
         probs.append(p)
         ids = torch.cat([ids, token[:, None].to(ids.device)], dim=1)
     return torch.stack(tokens, 1), torch.stack(probs, 1)
+
+
+def feature_effects(
+    model: nn.Module, clt: CrossLayerTranscoder, input_ids: torch.Tensor, metric: Metric
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every feature's first-order effect on ``metric`` (of the last-position logits) in
+    prompts ``input_ids`` ``(B, n)``: ``d metric / d scale`` at ``scale = 1``, i.e. ``a *
+    (W_dec . d metric / d mlp_out)`` through the real MLPs, attention and norms downstream.
+
+    Zeroing a feature changes the metric by about ``-effect``: a linear estimate of every
+    single-feature ablation from one backward pass (attribution patching). It misses the
+    model's nonlinearity (the final norm saturates), so check the top features with real edits.
+    Returns ``(effects, activations, metric)``: effects and activations ``(B, L, n, F)``, the
+    metric of the unedited pass ``(B,)``.
+    """
+    _check(model, clt, input_ids, None)
+    edits = DenseEdits.identity(clt, *input_ids.shape)
+    edits.scale.requires_grad_(True)
+    with torch.enable_grad():
+        out = spliced_pass(model, clt, input_ids, edits, record=True)
+        values = metric(out.logits[:, -1])
+        (grad,) = torch.autograd.grad(values.sum(), edits.scale)
+    return grad, out.activations, values.detach()
+
+
+def logit_difference(positive: int, negative: int) -> Metric:
+    """``logit[positive] - logit[negative]`` at the last position."""
+    return lambda logits: logits[:, positive] - logits[:, negative]

@@ -20,13 +20,14 @@ hook on the MLP output adds what is queued. Modes:
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from llmbio.adapters import Adapter
 from llmbio.attribution.attention import FROZEN_ATTENTION, use_attention
 from llmbio.attribution.replacement import Recording, check_transcoder, record
 from llmbio.interventions.edits import Edit, LayerEdits, compile_edits
@@ -63,6 +64,25 @@ def check_layers(layers: Iterable[int] | None, n_layers: int) -> frozenset[int]:
             f"constrained_layers {bad} out of range: the model has layers 0..{n_layers - 1}."
         )
     return chosen
+
+
+def hook_layers(
+    stack: ExitStack,
+    model: nn.Module,
+    adapter: Adapter,
+    n_layers: int,
+    read: Callable[..., None],
+    write: Callable[..., object],
+) -> None:
+    """Until ``stack`` closes, call ``read(layer, module, args, kwargs)`` before every layer's MLP
+    input norm (its input is ``hook_resid_mid``) and ``write(layer, module, args, output)`` after
+    its MLP (``hook_mlp_out``; a return value other than None replaces the output)."""
+    for layer in range(n_layers):
+        norm = adapter.layer_module(model, layer, adapter.mlp_in_norm)
+        out = adapter.layer_module(model, layer, adapter.mlp_out)
+        pre_hook = functools.partial(read, layer)
+        stack.callback(norm.register_forward_pre_hook(pre_hook, with_kwargs=True).remove)
+        stack.callback(out.register_forward_hook(functools.partial(write, layer)).remove)
 
 
 class _Pass:
@@ -192,13 +212,7 @@ class Intervener:
                 for norm, scale in zip(adapter.all_norms(model), scales, strict=True):
                     hook = functools.partial(_frozen_norm_hook, adapter, scale)
                     stack.callback(norm.register_forward_hook(hook, with_kwargs=True).remove)
-            for layer in range(clt.n_layers):
-                norm = adapter.layer_module(model, layer, adapter.mlp_in_norm)
-                out = adapter.layer_module(model, layer, adapter.mlp_out)
-                read = functools.partial(state.read, layer)
-                stack.callback(norm.register_forward_pre_hook(read, with_kwargs=True).remove)
-                write = functools.partial(state.write, layer)
-                stack.callback(out.register_forward_hook(write).remove)
+            hook_layers(stack, model, adapter, clt.n_layers, state.read, state.write)
             logits = model(input_ids=self.input_ids[None], use_cache=False).logits[0]
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         return PassOutput(logits, torch.stack(state.resid), torch.stack(state.acts))

@@ -2,7 +2,7 @@
 transplants between prompts, and the arithmetic features in counting runs and citations.
 
 - :func:`grid_activations`: the model's answer and every transcoder feature at the ``=`` of
-  all ``n * n`` prompts (one batched pass, :mod:`llmbio.studies.feature_passes`);
+  all ``n * n`` prompts (batched last-position passes, :mod:`llmbio.interventions.batched`);
 - :func:`feature_census`: each feature's operand plot classified
   (:mod:`llmbio.studies.operand_plots`);
 - :func:`swap_experiments`: groups of features set, at ``=``, to their values on a donor prompt
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llmbio.studies.feature_passes import all_positions, last_position
+from llmbio.interventions.batched import DenseEdits, run_batch
 from llmbio.studies.operand_plots import classify
 from llmbio.tokenizer import encode
 from llmbio.world.arithmetic import PROMPT
@@ -52,6 +52,38 @@ def grid_activations(model, clt, tokenizer, n: int) -> Grid:
     logits, acts = last_position(model, clt, ids, prefix_len=PREFIX_LEN)
     answer = numbers[logits.argmax(-1).numpy()]
     return Grid(n, ids, numbers, answer, acts.numpy().astype(np.float32))
+
+
+def last_position(
+    model,
+    clt,
+    input_ids: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    values: torch.Tensor | None = None,
+    prefix_len: int = 0,
+    chunk: int = 2000,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Last-position logits ``(B, vocab)`` and transcoder activations ``(L, B, F)`` of prompts
+    ``input_ids`` ``(B, n)``; where ``mask`` ``(L, B, F)`` is true the activation is set to
+    ``values`` ``(L, B, F)`` (the activations returned are the edited ones).
+
+    ``prefix_len``: the first tokens, shared by many prompts (``calc : a +`` by the ``n``
+    prompts of one ``a``), run once per distinct prefix and reused through the key-value cache.
+    """
+    logits, acts = [], []
+    for start in range(0, input_ids.shape[0], chunk):
+        part = slice(start, start + chunk)
+        edits = None
+        if mask is not None:  # (L, b, F) -> (b, L, 1, F)
+            m, v = (t[:, part].transpose(0, 1)[:, :, None] for t in (mask, values))
+            edits = DenseEdits.setting(m, v, clt.W_enc.dtype)
+        out = run_batch(
+            model, clt, input_ids[part], edits, record_activations=True, last_only=True,
+            prefix_len=prefix_len,
+        )  # fmt: skip
+        logits.append(out.logits[:, -1])
+        acts.append(out.activations[:, :, -1].transpose(0, 1))
+    return torch.cat(logits), torch.cat(acts, dim=1)
 
 
 def feature_census(grid: Grid) -> pd.DataFrame:
@@ -195,9 +227,12 @@ def _padded_acts(model, clt, tokenizer, ids: list[list[int]], layers, feats, chu
     width = max(len(x) for x in ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batch = torch.tensor([x + [pad] * (width - len(x)) for x in ids])
-    parts = [all_positions(model, clt, batch[i : i + chunk]) for i in range(0, len(ids), chunk)]
+    parts = [
+        run_batch(model, clt, batch[i : i + chunk], record_activations=True).activations
+        for i in range(0, len(ids), chunk)
+    ]  # (b, L, n, F) each
     index = torch.as_tensor(np.array(layers)), torch.as_tensor(np.array(feats))
-    acts = torch.cat(parts, dim=1)[index[0], :, :, index[1]].numpy()  # (K, B, n)
+    acts = torch.cat(parts).transpose(0, 1)[index[0], :, :, index[1]].numpy()  # (K, B, n)
     valid = np.array([[0 < p < len(x) for p in range(width)] for x in ids])  # no BOS, no pad
     return acts, valid
 

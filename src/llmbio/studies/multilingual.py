@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from llmbio.attribution.replacement import check_transcoder
 from llmbio.features.supernodes import FeatureKey
+from llmbio.interventions.batched import run_batch
 from llmbio.tokenizer import encode
 from llmbio.world.lexicon import CONCEPTS, PROMPTS
 
@@ -50,33 +50,11 @@ class PromptRun:
     concept_pos: int  # position of the concept word
 
 
-@torch.no_grad()
 def batch_activations(model, clt, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLT activations ``(B, L, n, F)`` and last-position logits ``(B, V)`` of ``(B, n)`` ids.
-
-    Activations are read from ``hook_resid_mid`` (the MLP norm's input) as the intervention
-    engine reads them, in one batched pass.
-    """
-    adapter = check_transcoder(model, clt)
-    captured: list[torch.Tensor | None] = [None] * clt.n_layers
-
-    def read(layer, _module, args, kwargs):
-        x = args[0] if args else kwargs["hidden_states"]
-        captured[layer] = clt.encode(x.to(clt.W_enc.dtype), layer).float().cpu()
-
-    hooks = [
-        adapter.layer_module(model, layer, adapter.mlp_in_norm).register_forward_pre_hook(
-            lambda m, a, k, layer=layer: read(layer, m, a, k), with_kwargs=True
-        )
-        for layer in range(clt.n_layers)
-    ]
-    try:
-        device = next(model.parameters()).device
-        logits = model(input_ids=ids.to(device), use_cache=False).logits[:, -1].float().cpu()
-    finally:
-        for h in hooks:
-            h.remove()
-    return torch.stack(captured, dim=1), logits
+    """CLT activations ``(B, L, n, F)`` and last-position logits ``(B, V)`` of ``(B, n)`` ids,
+    in one batched pass (:func:`llmbio.interventions.batched.run_batch`)."""
+    out = run_batch(model, clt, ids, record_activations=True)
+    return out.activations.float().cpu(), out.logits[:, -1].float().cpu()
 
 
 def run_texts(model, clt, tokenizer, texts: Sequence[str]) -> list[tuple[list[int], ...]]:
