@@ -1,13 +1,20 @@
 """Multi-hop reasoning on the organism: city -> state -> capital, checked by interventions.
 
-Tables (``tables/``): ``ablation`` (one row per city: P(capital) before/after scaling its
-state supernode by -2), ``swap`` (one row per (city, donor state): the top token after the
-city's state supernode is scaled by -2 and the donor state's supernode is injected at 2x its
-donor activation), ``supernode_nodes`` / ``supernode_edges`` (the Dallas graph collapsed into
-labelled supernodes), ``panel`` (the study file's declared interventions on the Dallas prompt).
-Each state's supernode is found from ground truth by contrast, on training cities only:
-the ``TOP_K`` features whose activation from the city token onwards (max over positions) is,
-averaged over the state's training cities, furthest above its average for any other state.
+Tables (``tables/``): ``swap_calibration`` (swap success on training cities by supernode size
+``k`` and swap form), ``state_supernodes`` (the calibrated supernodes' members), ``ablation``
+(one row per city: P(capital) before/after scaling its state supernode by -2, with random-
+feature controls), ``swap`` (one row per (city, donor state): the top token after the
+calibrated swap, and after the same swap with random features), ``supernode_nodes`` /
+``supernode_edges`` (the Dallas graph collapsed into labelled supernodes), ``panel`` (the study
+file's declared interventions on the Dallas prompt).
+
+Each state's features are ranked by contrast on training cities only
+(:mod:`llmbio.studies.multihop_swaps`). The ablation, the graph and the panel use the
+paper-sized supernode: the ``TOP_K`` features furthest above every other state. The swap's size
+and form are calibrated on training cities (recipients and donors), because the paper's form
+(-2x, donor max at 2x) with 8 features moved few answers; the calibrated supernode is not used
+for the ablation: -2x on that many features lowers P(capital) about as much with random
+features (the ``_calibrated_control`` column), so it would say nothing about the state.
 Held-out cities then test whether those features carry the state for cities whose two-hop
 question the model never saw. Nothing about which feature means what is written here.
 """
@@ -15,28 +22,30 @@ question the model never saw. Nothing about which feature means what is written 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
 
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, supernode_graph
-from llmbio.interventions import Edit, Intervener
+from llmbio.interventions import Edit
+from llmbio.interventions.batched import run_batch
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
-from llmbio.studies.experiments import (
-    donor_max,
-    load_label_scores,
-    resolve_supernodes,
-    run_interventions,
-)
+from llmbio.studies import multihop_swaps as ms
+from llmbio.studies.experiments import load_label_scores, resolve_supernodes, run_interventions
 from llmbio.studies.generic import run_declared
-from llmbio.tokenizer import encode
 from llmbio.world import World
 from llmbio.world.geography import TWO_HOP_PROMPT
 
 N_DONORS = 3  # donor states tried per city
-TOP_K = 8  # features per state supernode
+TOP_K = 8  # features of the paper-sized state supernode (graph and panel)
+SEED = 0  # random-feature controls
+# The calibrated supernodes' ranking rule (llmbio.studies.multihop_swaps.state_rankings). The
+# "max" rule (TOP_K's) keeps only 27-60 features per state on the organism, and its swaps
+# succeeded on <= 26% of training pairs at any size and form during development.
+CAL_RULE = "mean"
 
 
 def run(context: StudyContext) -> None:
@@ -45,14 +54,19 @@ def run(context: StudyContext) -> None:
     model, tok, clt, world = context.load_organism()
     scores = load_label_scores(context.run_dir)
     nodes = resolve_supernodes(context.study, scores)
-    states = contrast_supernodes(model, clt, tok, world)
+    runs = ms.city_runs(model, clt, tok, sorted(world.geography.city_state), TWO_HOP_PROMPT)
+    train = world.geography.train_cities()
+    rankings = {r: ms.state_rankings(runs, world.geography.city_state, train, r) for r in ms.RULES}
+    top8 = ms.supernodes(rankings["max"], TOP_K)  # the paper-sized supernode: graph and panel
     for name, state in (("state_texas", "Texas"), ("state_california", "California")):
-        if states.get(state) is not None:
-            nodes[name] = Supernode(name, states[state].features)
-    context.save_table(members_table(states), "state_supernodes")
-    ablation, swap = city_experiments(model, clt, tok, world, states)
-    context.save_table(ablation, "ablation")
-    context.save_table(swap, "swap")
+        if top8.get(state) is not None:
+            nodes[name] = Supernode(name, top8[state].features)
+    grid, form, k = calibrate(model, clt, tok, world, runs, rankings[CAL_RULE])
+    context.save_table(grid, "swap_calibration")
+    states = ms.supernodes(rankings[CAL_RULE], k)
+    context.save_table(members_table(states, CAL_RULE), "state_supernodes")
+    context.save_table(ablation_table(model, clt, tok, world, runs, top8, states), "ablation")
+    context.save_table(swap_table(model, clt, tok, world, runs, states, form), "swap")
     graph_tables(context, model, clt, tok, nodes)
     panel, _ = run_interventions(context.study, nodes, model, clt, tok)
     context.save_table(panel, "panel")
@@ -62,110 +76,142 @@ def run(context: StudyContext) -> None:
     context.draw_figure("intervention_panel", draw_panel, ["panel"])
     context.draw_figure("state_swap", draw_swap, ["swap"])
     context.draw_figure("ablation_by_split", draw_ablation, ["ablation"])
+    context.draw_figure("swap_calibration", draw_calibration, ["swap_calibration"])
 
 
-def contrast_supernodes(model, clt, tok, world: World) -> dict[str, Supernode | None]:
+def calibrate(model, clt, tok, world: World, runs: ms.CityRuns, ranking: dict):
+    """Swap success of each (k, form) on training recipients and donors, k ascending; stops
+    after the first k at which some form reaches ``ms.SUCCESS_BAR``. The choice: that k and its
+    most successful form (else the best (k, form) of the grid). Held-out cities play no part.
+    """
+    train = world.geography.train_cities()
+    rows = []
+    for k in ms.K_GRID:
+        nodes = ms.supernodes(ranking, k)
+        pairs = swap_pairs(world, runs, nodes, train)
+        want = torch.tensor([tok.convert_tokens_to_ids(p["donor_capital"]) for p in pairs])
+        for form in ms.FORMS:
+            probs = ms.swap_outcomes(model, clt, runs, [p["swap"] for p in pairs], form)
+            hits = (probs.argmax(-1) == want).float() if len(pairs) else torch.zeros(1)
+            rows.append({
+                "rule": CAL_RULE, "form": form, "k": k, "n_cases": len(pairs),
+                "mean_features": mean_size(pairs), "success_rate": float(hits.mean()),
+            })  # fmt: skip
+        if max(r["success_rate"] for r in rows) >= ms.SUCCESS_BAR:
+            break
+    grid = pd.DataFrame(rows)
+    ok = grid[grid["success_rate"] >= ms.SUCCESS_BAR]
+    best = (
+        ok.sort_values(["k", "success_rate"], ascending=[True, False])
+        if len(ok)
+        else grid.sort_values(["success_rate", "k"], ascending=[False, True])
+    ).iloc[0]
+    grid["chosen"] = (grid["form"] == best["form"]) & (grid["k"] == best["k"])
+    return grid, best["form"], int(best["k"])
+
+
+def mean_size(pairs: list[dict]) -> float:
+    sizes = [len(set(p["swap"].removed) | set(p["swap"].added)) for p in pairs]
+    return float(np.mean(sizes)) if sizes else 0.0
+
+
+def swap_pairs(world: World, runs: ms.CityRuns, nodes: dict, recipients) -> list[dict]:
+    """(city, donor state) pairs: the next ``N_DONORS`` states; donor = a training city."""
     geo = world.geography
-    acts = {}
-    for city in geo.train_cities():
-        ids = encode(tok, TWO_HOP_PROMPT.format(city=city))
-        pos = ids.index(tok.convert_tokens_to_ids(city))
-        per_pos = Intervener(model, clt, torch.tensor(ids)).baseline.activations  # (L, n, F)
-        acts[city] = per_pos[:, pos:].amax(dim=1).flatten()  # (L * F,)
     names = sorted(geo.states)
-    means = torch.stack(
-        [torch.stack([a for c, a in acts.items() if geo.city_state[c] == s]).mean(0) for s in names]
-    )  # (S, L * F)
-    out: dict[str, Supernode | None] = {}
-    for i, state in enumerate(names):
-        margin = means[i] - torch.cat([means[:i], means[i + 1 :]]).amax(0)
-        top = margin.topk(TOP_K).indices
-        top = top[margin[top] > 0]
-        f = clt.n_features
-        ids = [f"{int(j) // f}/{int(j) % f}" for j in top]
-        out[state] = Supernode.make(f"state_{state}", ids) if ids else None
+    train = geo.train_cities()
+    pairs = []
+    for city in recipients:
+        state = geo.city_state[city]
+        i = names.index(state)
+        for donor_state in (names[(i + k) % len(names)] for k in range(1, N_DONORS + 1)):
+            donors = sorted(c for c in train if geo.city_state[c] == donor_state)
+            if donor_state == state or not donors:
+                continue
+            removed, added = (nodes[s].features if nodes[s] else () for s in (state, donor_state))
+            swap = ms.Swap(runs.index(city), runs.index(donors[0]), tuple(removed), tuple(added))
+            pairs.append({
+                "city": city, "state": state, "donor_state": donor_state,
+                "donor_city": donors[0], "donor_capital": geo.states[donor_state]["capital"],
+                "swap": swap,
+            })  # fmt: skip
+    return pairs
+
+
+def members_table(nodes: dict, rule: str) -> pd.DataFrame:
+    rows = [
+        {"state": s, "rule": rule, "rank": r, "layer": la, "feature": f}
+        for s, node in nodes.items()
+        if node is not None
+        for r, (la, f) in enumerate(node.features)
+    ]
+    return pd.DataFrame(rows, columns=["state", "rule", "rank", "layer", "feature"])
+
+
+def ablation_table(model, clt, tok, world: World, runs, top8: dict, nodes: dict) -> pd.DataFrame:
+    """Per city: P(capital) before and after its state supernode at -2x (all positions).
+
+    ``relative_drop``: the paper-sized top-``TOP_K`` supernode (the claims'); ``_calibrated``:
+    the swap's calibrated supernode; ``_control`` columns: as many random features active on
+    the prompt (outside the supernode), the same edit.
+    """
+    geo = world.geography
+    held = set(geo.heldout_cities)
+    rng = np.random.default_rng(SEED)
+    rows, edits = [], {key: [] for key in ("", "_control", "_calibrated", "_calibrated_control")}
+    for i, city in enumerate(runs.cities):
+        state = geo.city_state[city]
+        capital = geo.states[state]["capital"]
+        for suffix, node in (("", top8[state]), ("_calibrated", nodes[state])):
+            feats = node.features if node else ()
+            ctl = ms.control_swap(runs, ms.Swap(i, i, tuple(feats), ()), rng).removed
+            for key, fs in ((suffix, feats), (f"{suffix}_control", ctl)):
+                edit = Edit.scale_by(Supernode.make("ablate", fs), -2.0) if fs else None
+                edits[key].append([edit] if edit else [])
+        top = tok.convert_ids_to_tokens(runs.top[i])
+        rows.append({
+            "city": city, "state": state, "capital": capital,
+            "split": "heldout" if city in held else "seen", "baseline_top": top,
+            "baseline_correct": top == capital,
+            "p_baseline": float(runs.probs[i, tok.convert_tokens_to_ids(capital)]),
+            "n_members": len(top8[state].features) if top8[state] else 0,
+            "n_members_calibrated": len(nodes[state].features) if nodes[state] else 0,
+        })  # fmt: skip
+    out = pd.DataFrame(rows)
+    cap = torch.tensor([tok.convert_tokens_to_ids(c) for c in out["capital"]], dtype=torch.long)
+    for key, chosen in edits.items():
+        with torch.no_grad():
+            probs = run_batch(model, clt, runs.ids, chosen).logits[:, -1].float().softmax(-1)
+        p = probs[torch.arange(len(out)), cap].numpy()
+        out[f"p_ablated{key}"] = p
+        out[f"relative_drop{key}"] = 1 - p / out["p_baseline"].clip(lower=1e-12)
+        out[f"ablated_top{key}"] = tok.convert_ids_to_tokens(probs.argmax(-1).tolist())
     return out
 
 
-def members_table(states: dict) -> pd.DataFrame:
-    rows = [
-        {"state": s, "layer": la, "feature": f}
-        for s, node in states.items()
-        if node is not None
-        for la, f in node.features
-    ]
-    return pd.DataFrame(rows, columns=["state", "layer", "feature"])
-
-
-def city_experiments(model, clt, tok, world: World, states: dict):
-    geo = world.geography
-    held = set(geo.heldout_cities)
-    names = sorted(geo.states)
-    ablation, swap = [], []
-    donor_cache: dict[str, torch.Tensor] = {}
-    for city in sorted(geo.city_state):
-        state = geo.city_state[city]
-        capital = geo.states[state]["capital"]
-        ids = torch.tensor(encode(tok, TWO_HOP_PROMPT.format(city=city)))
-        runner = Intervener(model, clt, ids)
-        base = runner.baseline.logits[-1].softmax(-1)
-        cap_id = tok.convert_tokens_to_ids(capital)
-        row = {
-            "city": city,
-            "state": state,
-            "capital": capital,
-            "split": "heldout" if city in held else "seen",
-            "baseline_top": tok.convert_ids_to_tokens(int(base.argmax())),
-            "p_baseline": float(base[cap_id]),
-        }
-        row["baseline_correct"] = row["baseline_top"] == capital
-        node = states[state]
-        row["n_members"] = len(node.features) if node else 0
-        if node is None:
-            ablation.append({**row, "p_ablated": float("nan"), "relative_drop": 0.0})
-            continue
-        ablate = Edit.scale_by(node, -2.0)
-        after = runner.run([ablate]).logits[-1].softmax(-1)
-        ablation.append(
-            {
-                **row,
-                "p_ablated": float(after[cap_id]),
-                "relative_drop": 1 - float(after[cap_id]) / row["p_baseline"],
-                "ablated_top": tok.convert_ids_to_tokens(int(after.argmax())),
-            }
-        )
-        i = names.index(state)
-        for donor_state in (names[(i + k) % len(names)] for k in range(1, N_DONORS + 1)):
-            swap.append(
-                swap_row(
-                    model, clt, tok, world, runner, ablate, states, donor_state, donor_cache, row
-                )
-            )
-    return pd.DataFrame(ablation), pd.DataFrame(swap)
-
-
-def swap_row(model, clt, tok, world, runner, ablate, states, donor_state, cache, row) -> dict:
-    geo = world.geography
-    donor_capital = geo.states[donor_state]["capital"]
-    out = {
-        **{k: row[k] for k in ("city", "state", "split")},
-        "donor_state": donor_state,
-        "donor_capital": donor_capital,
-    }
-    node = states[donor_state]
-    if node is None:
-        return {**out, "top_after": "", "p_donor_capital": 0.0, "success": False}
-    if donor_state not in cache:
-        donor_city = sorted(c for c in geo.train_cities() if geo.city_state[c] == donor_state)[0]
-        donor_ids = torch.tensor(encode(tok, TWO_HOP_PROMPT.format(city=donor_city)))
-        cache[donor_state] = donor_max(model, clt, donor_ids, node)
-    # state features appear from the city token on; injecting them earlier is off-distribution
-    start = runner.input_ids.tolist().index(tok.convert_tokens_to_ids(row["city"]))
-    inject = Edit.inject(node, cache[donor_state], 2.0, positions=tuple(range(start, runner.n_pos)))
-    probs = runner.run([ablate, inject]).logits[-1].softmax(-1)
-    top = tok.convert_ids_to_tokens(int(probs.argmax()))
-    p = float(probs[tok.convert_tokens_to_ids(donor_capital)])
-    return {**out, "top_after": top, "p_donor_capital": p, "success": top == donor_capital}
+def swap_table(model, clt, tok, world: World, runs, nodes: dict, form: str) -> pd.DataFrame:
+    """Every city x ``N_DONORS`` donor states, the calibrated swap and its random control."""
+    held = set(world.geography.heldout_cities)
+    pairs = swap_pairs(world, runs, nodes, runs.cities)
+    rng = np.random.default_rng(SEED)
+    swaps = [p["swap"] for p in pairs]
+    controls = [ms.control_swap(runs, s, rng) for s in swaps]
+    probs = ms.swap_outcomes(model, clt, runs, swaps + controls, form)
+    rows = []
+    for j, p in enumerate(pairs):
+        want = tok.convert_tokens_to_ids(p["donor_capital"])
+        top, c_top = (int(probs[j].argmax()), int(probs[len(pairs) + j].argmax()))
+        rows.append({
+            **{k: v for k, v in p.items() if k != "swap"}, "form": form,
+            "split": "heldout" if p["city"] in held else "seen",
+            "n_features": len(set(p["swap"].removed) | set(p["swap"].added)),
+            "top_after": tok.convert_ids_to_tokens(top), "p_donor_capital": float(probs[j, want]),
+            "success": top == want, "control_top": tok.convert_ids_to_tokens(c_top),
+            "control_p_donor_capital": float(probs[len(pairs) + j, want]),
+            "control_success": c_top == want,
+        })  # fmt: skip
+    cols = ["city", "state", "split", "donor_state", "donor_capital", "success", "control_success"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
 
 
 def graph_tables(context: StudyContext, model, clt, tok, nodes: dict) -> None:
@@ -225,7 +271,12 @@ def draw_swap(swap: pd.DataFrame):
         cbar_kws={"label": "share: top token = donor capital"},
     )
     ax.set(xlabel="donor state (injected)", ylabel="recipient city's state (ablated)")
-    ax.set_title(f"State swap: {swap['success'].mean():.0%} of {len(swap)} (city, donor) pairs")
+    form, k = swap["form"].iloc[0], int(swap["n_features"].max())
+    ax.set_title(
+        f"State swap ({form}, <= {k} features): {swap['success'].mean():.0%} of {len(swap)}"
+        f" (city, donor) pairs; random features: {swap['control_success'].mean():.0%}",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
@@ -233,6 +284,9 @@ def draw_swap(swap: pd.DataFrame):
 def draw_ablation(ablation: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     sns.stripplot(data=ablation, x="split", y="relative_drop", ax=ax, alpha=0.6)
+    sns.stripplot(
+        data=ablation, x="split", y="relative_drop_control", ax=ax, alpha=0.4, color="grey"
+    )
     sns.pointplot(
         data=ablation,
         x="split",
@@ -243,6 +297,25 @@ def draw_ablation(ablation: pd.DataFrame):
         ax=ax,
     )
     ax.set(ylabel="relative drop of P(capital)", xlabel="", ylim=(-0.05, 1.05))
-    ax.set_title("State supernode x(-2)")
+    ax.set_title(f"State supernode (top {TOP_K}) x(-2); grey: {TOP_K} random features", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def draw_calibration(grid: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    if grid.empty:
+        ax.text(0.5, 0.5, "no calibration case (no training city)", ha="center")
+        ax.set_axis_off()
+        return fig
+    sns.lineplot(data=grid, x="k", y="success_rate", hue="form", marker="o", ax=ax)
+    chosen = grid[grid["chosen"]]
+    ax.scatter(chosen["k"], chosen["success_rate"], s=160, facecolors="none", edgecolors="red")
+    ax.axhline(ms.SUCCESS_BAR, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set(xlabel="supernode size k (features per state)", ylabel="swap success (training)")
+    ax.set(ylim=(-0.02, 1.02))
+    c = chosen.iloc[0]
+    ax.set_title(f"Calibration on training cities: chosen {c['form']}, k={c['k']} (red)")
     fig.tight_layout()
     return fig

@@ -1,0 +1,188 @@
+"""State supernodes and state swaps of the multi-hop prompt, batched over every city.
+
+All two-hop prompts have the same length (one token per city), so one batched forward pass
+records every city's transcoder activations (:func:`city_runs`) and swaps of many (city, donor)
+pairs share forward passes (:func:`swap_outcomes`).
+
+A state's features are ranked by *contrast* on training cities only (:func:`state_rankings`,
+two rules); a supernode of size ``k`` is the top ``k`` of a ranking (fewer where fewer
+features have a positive contrast).
+
+A swap edits the recipient city's prompt with a donor prompt (a training city of the donor
+state), at every position from the city token on, in one of two forms:
+
+- ``max2x`` (the paper's): the recipient state's supernode scaled by -2, the donor state's
+  supernode set to 2x each member's max activation on the donor prompt;
+- ``copy`` (as the multilingual study's patch): the members of both supernodes set, position
+  by position, to their values on the donor prompt (the templates align token for token), so
+  the recipient's state features fall to the donor's (near-zero) values and the donor's appear
+  at their own strength; ``copy_x1.5`` / ``copy_x2`` set them to 1.5x / 2x those values (the
+  paper injects at 2x; the copy of the recipient's own features, near zero, stays near zero).
+
+The *control* repeats a swap with random features: as many as the swap edits, drawn among the
+features active on the recipient or donor prompt that belong to neither supernode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from llmbio.features.supernodes import Supernode
+from llmbio.interventions import Edit
+from llmbio.interventions.batched import run_batch
+
+RULES = ("max", "mean")  # contrast rankings, see state_rankings
+# swap forms (see the module docstring): name -> (kind, multiplier of the donor values)
+FORMS = {"max2x": ("max", 2.0), "copy": ("copy", 1.0), "copy_x1.5": ("copy", 1.5),
+         "copy_x2": ("copy", 2.0)}  # fmt: skip
+K_GRID = (8, 16, 32, 64, 128)  # supernode sizes tried by the calibration, in this order
+SUCCESS_BAR = 0.9  # calibration takes the smallest k (then form) reaching this success rate
+BATCH = 128  # prompts per forward pass
+
+
+@dataclass(frozen=True)
+class CityRuns:
+    """Every city's two-hop prompt and its clean pass."""
+
+    cities: list[str]
+    ids: torch.Tensor  # (C, n)
+    starts: list[int]  # position of the city token
+    acts: torch.Tensor  # (C, L, n, F) transcoder activations
+    top: list[int]  # top token id after the prompt
+    probs: torch.Tensor  # (C, vocab) next-token probabilities
+
+    def index(self, city: str) -> int:
+        return self.cities.index(city)
+
+
+def city_runs(model, clt, tok, cities: Sequence[str], prompt: str) -> CityRuns:
+    """One clean batched pass over ``prompt.format(city=c)`` for every city."""
+    from llmbio.tokenizer import encode
+
+    rows = [encode(tok, prompt.format(city=c)) for c in cities]
+    starts = [r.index(tok.convert_tokens_to_ids(c)) for r, c in zip(rows, cities, strict=True)]
+    ids = torch.tensor(rows)
+    with torch.no_grad():
+        out = run_batch(model, clt, ids, record_activations=True)
+    probs = out.logits[:, -1].float().softmax(-1)
+    return CityRuns(list(cities), ids, starts, out.activations, probs.argmax(-1).tolist(), probs)
+
+
+def state_rankings(
+    runs: CityRuns, city_state: dict[str, str], train: Sequence[str], rule: str = "mean"
+) -> dict[str, list[str]]:
+    """Per state, feature ids ``"layer/feature"`` by decreasing contrast (positive only).
+
+    A feature's value on a city is its max activation from the city token on. ``rule``:
+    ``max``: the state's mean minus the largest mean of any other state (strictly selective);
+    ``mean``: the state's mean minus the mean over the other states, among features active on
+    at least half of the state's training cities (so that features of one city, which the mean
+    would also rank, stay out: a state feature fires for the state's cities).
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown ranking rule {rule!r}; expected one of {RULES}")
+    n_feat = runs.acts.shape[-1]
+    names = sorted({city_state[c] for c in train})
+    per_state = []
+    for s in names:
+        rows = [runs.index(c) for c in train if city_state[c] == s]
+        per_state.append(
+            torch.stack([runs.acts[r, :, runs.starts[r] :].amax(1).flatten() for r in rows])
+        )  # (cities of s, L * F)
+    means = torch.stack([a.mean(0) for a in per_state])  # (S, L * F)
+    out = {}
+    for i, state in enumerate(names):
+        others = torch.cat([means[:i], means[i + 1 :]])
+        if not len(others):
+            out[state] = []
+            continue
+        if rule == "max":
+            score = means[i] - others.amax(0)
+        else:
+            score = means[i] - others.mean(0)
+            score = torch.where((per_state[i] > 0).float().mean(0) >= 0.5, score, 0.0)
+        order = score.argsort(descending=True)
+        order = order[score[order] > 0]
+        out[state] = [f"{int(j) // n_feat}/{int(j) % n_feat}" for j in order]
+    return out
+
+
+def supernodes(rankings: dict, k: int) -> dict[str, Supernode | None]:
+    """Each state's top-``k`` features (``None`` where no feature has a positive margin)."""
+    return {
+        s: Supernode.make(f"state_{s}", ids[:k]) if ids else None for s, ids in rankings.items()
+    }
+
+
+@dataclass(frozen=True)
+class Swap:
+    """Recipient city (row of the runs), donor city (row), and the features each side edits."""
+
+    recipient: int
+    donor: int
+    removed: tuple  # (layer, feature) of the recipient state's supernode
+    added: tuple  # (layer, feature) of the donor state's supernode
+
+
+def swap_edits(runs: CityRuns, swap: Swap, form: str) -> list[Edit]:
+    """The edits of one swap, from the recipient's city token to the end."""
+    start, n = runs.starts[swap.recipient], runs.ids.shape[1]
+    positions = tuple(range(start, n))
+    donor = runs.acts[swap.donor]  # (L, n, F)
+    if form not in FORMS:
+        raise ValueError(f"unknown swap form {form!r}; expected one of {list(FORMS)}")
+    kind, mult = FORMS[form]
+    edits = []
+    if kind == "max":
+        if swap.removed:
+            edits.append(Edit.scale_by(_node("removed", swap.removed), -2.0, positions))
+        if swap.added:
+            la, f = (torch.tensor(c) for c in zip(*swap.added, strict=True))
+            dmax = donor[:, 1:].amax(1)[la, f]  # each member's max on the donor (BOS excluded)
+            edits.append(Edit.inject(_node("added", swap.added), dmax, mult, positions))
+        return edits
+    feats = tuple(dict.fromkeys([*swap.removed, *swap.added]))
+    if not feats:
+        return []
+    node = _node("copied", feats)
+    layers = torch.tensor([la for la, _ in feats])
+    idx = torch.tensor([f for _, f in feats])
+    d_start = runs.starts[swap.donor]
+    for p in positions:  # same template: position p of the recipient <-> p of the donor
+        q = d_start + (p - start)
+        edits.append(Edit.inject(node, donor[layers, q, idx], mult, positions=(p,)))
+    return edits
+
+
+def _node(name: str, feats: tuple) -> Supernode:
+    return Supernode.make(name, [f"{la}/{f}" for la, f in feats])
+
+
+def swap_outcomes(model, clt, runs: CityRuns, swaps: Sequence[Swap], form: str) -> torch.Tensor:
+    """Next-token probabilities ``(len(swaps), vocab)`` after each swap."""
+    out = []
+    with torch.no_grad():
+        for j in range(0, len(swaps), BATCH):
+            chunk = swaps[j : j + BATCH]
+            ids = runs.ids[[s.recipient for s in chunk]]
+            edits = [swap_edits(runs, s, form) for s in chunk]
+            logits = run_batch(model, clt, ids, edits).logits[:, -1]
+            out.append(logits.float().softmax(-1))
+    return torch.cat(out) if out else torch.zeros(0, runs.probs.shape[-1])
+
+
+def control_swap(runs: CityRuns, swap: Swap, rng: np.random.Generator) -> Swap:
+    """The same swap with random features active on the recipient or donor prompt."""
+    active = set()
+    for row in (swap.recipient, swap.donor):
+        acts = runs.acts[row, :, 1:].amax(1)  # (L, F)
+        active |= {(int(la), int(f)) for la, f in (acts > 0).nonzero().tolist()}
+    pool = sorted(active - set(swap.removed) - set(swap.added))
+    n = min(len(swap.removed) + len(swap.added), len(pool))
+    pick = [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
+    cut = min(len(swap.removed), n)
+    return Swap(swap.recipient, swap.donor, tuple(pick[:cut]), tuple(pick[cut:]))
