@@ -17,7 +17,9 @@ harmless, seen vs held-out); ``experiments`` (one row per dialogue and intervent
 ``global_effects`` (every feature's mean effect on the margin, activation x gradient over all
 positions, on harmful and harmless dialogues) and ``global_check`` (the top ones zero-ablated
 for real); ``supernode_nodes`` / ``supernode_edges`` (the bleach + ammonia graph); ``panel``
-(the declared interventions).
+(the declared interventions); ``swap_calibration`` / ``swaps``: harmful-request edits whose size
+and form are calibrated on one template's training pairs, with random-feature controls
+(:mod:`llmbio.studies.refusal_swaps`).
 """
 
 from __future__ import annotations
@@ -42,16 +44,10 @@ from llmbio.interventions.batched import (
     run_batch,
 )
 from llmbio.studies import StudyContext
+from llmbio.studies import refusal_plots as rp
 from llmbio.studies.experiments import run_interventions
 from llmbio.studies.generic import run_declared
-from llmbio.studies.refusal_plots import (
-    draw_global,
-    draw_outcomes,
-    draw_pairs,
-    draw_panel,
-    draw_steering,
-    draw_supernode_graph,
-)
+from llmbio.studies.refusal_swaps import run_swaps
 from llmbio.studies.refusal_tables import (
     NODES,
     contrast_top,
@@ -88,6 +84,7 @@ def run(context: StudyContext) -> None:
     context.save_table(pairs_table(prompts), "pairs")
     context.save_table(separation_table(prompts), "separation")
     context.save_table(lab.experiments(nodes, context.prompts("organism")), "experiments")
+    run_swaps(context, lab)  # calibrated supernode size and form, random-feature controls
     effects = with_labels(lab.global_effects(nodes), context.run_dir)
     context.save_table(effects, "global_effects")
     context.save_table(lab.global_check(effects), "global_check")
@@ -96,13 +93,13 @@ def run(context: StudyContext) -> None:
     panel, _ = run_interventions(context.study, declared, model, clt, tok)
     context.save_table(panel, "panel")
     context.draw_figure(
-        "supernode_graph", draw_supernode_graph, ["supernode_nodes", "supernode_edges"]
+        "supernode_graph", rp.draw_supernode_graph, ["supernode_nodes", "supernode_edges"]
     )
-    context.draw_figure("intervention_panel", draw_panel, ["panel"])
-    context.draw_figure("intervention_outcomes", draw_outcomes, ["experiments"])
-    context.draw_figure("steering_strength", draw_steering, ["experiments"])
-    context.draw_figure("heldout_pairs", draw_pairs, ["pairs"])
-    context.draw_figure("global_view", draw_global, ["global_effects"])
+    context.draw_figure("intervention_panel", rp.draw_panel, ["panel"])
+    context.draw_figure("intervention_outcomes", rp.draw_outcomes, ["experiments"])
+    context.draw_figure("steering_strength", rp.draw_steering, ["experiments"])
+    context.draw_figure("heldout_pairs", rp.draw_pairs, ["pairs"])
+    context.draw_figure("global_view", rp.draw_global, ["global_effects"])
     print(f"refusals: analysis took {time.perf_counter() - start:.1f} s")
 
 
