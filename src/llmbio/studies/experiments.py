@@ -99,17 +99,23 @@ def run_interventions(
         except (ValueError, KeyError) as err:
             print(f"intervention {iv.id} skipped: {err}")
             continue
-        layers = range(*iv.constrained_layers) if iv.constrained_layers else None
-        res = intervene(
-            model,
-            clt,
-            ids,
-            edits,
-            freeze_attention=iv.freeze_attention,
-            constrained_layers=layers,
-            supernodes=list(nodes.values()),
-            tokenizer=tokenizer,
-        )
+        res = run_intervention(iv, ids, edits, nodes, model, clt, tokenizer)
         results[iv.id] = res
         frames.append(res.table(iv.id))
     return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), results
+
+
+def run_intervention(iv, ids, edits, nodes, model, clt, tokenizer) -> InterventionResult:
+    """One declared intervention's edits on the real forward pass, configured as study.yaml says
+    (frozen attention, constrained layers); every supernode's activity is reported."""
+    layers = range(*iv.constrained_layers) if iv.constrained_layers else None
+    return intervene(
+        model,
+        clt,
+        ids,
+        edits,
+        freeze_attention=iv.freeze_attention,
+        constrained_layers=layers,
+        supernodes=list(nodes.values()),
+        tokenizer=tokenizer,
+    )

@@ -34,9 +34,8 @@ import torch
 
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, select_features, supernode_graph
-from llmbio.interventions import intervene
 from llmbio.stages.attribution import trace_prompt
-from llmbio.studies.experiments import build_edits, load_label_scores
+from llmbio.studies.experiments import build_edits, load_label_scores, run_intervention
 from llmbio.studies.rules import is_prompt_rule, select_by_prompt, target_id
 from llmbio.studies.runner import StudyContext
 from llmbio.studies.spec import ORGANISM, Prompt, Study
@@ -203,17 +202,7 @@ def run_family_interventions(context, prompts: dict, nodes: dict, model, clt, to
         if reason is not None:
             effects.append({**row, "status": "skipped", "detail": reason})
             continue
-        layers = range(*iv.constrained_layers) if iv.constrained_layers else None
-        res = intervene(
-            model,
-            clt,
-            ids,
-            edits,
-            freeze_attention=iv.freeze_attention,
-            constrained_layers=layers,
-            supernodes=list(nodes.values()),
-            tokenizer=tokenizer,
-        )
+        res = run_intervention(iv, ids, edits, nodes, model, clt, tokenizer)
         frames.append(res.table(iv.id))
         donor = next((prompts[e.donor_prompt] for e in iv.edits if e.donor_prompt), None)
         effects.append({**row, **_effect(res, tokenizer, prompt, donor)})
