@@ -34,7 +34,12 @@ from llmbio.interventions.batched import run_batch
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
 from llmbio.studies import multihop_swaps as ms
-from llmbio.studies.experiments import load_label_scores, resolve_supernodes, run_interventions
+from llmbio.studies.experiments import (
+    load_label_scores,
+    plot_panel,
+    resolve_supernodes,
+    run_interventions,
+)
 from llmbio.studies.generic import run_declared
 from llmbio.world import World
 from llmbio.world.geography import TWO_HOP_PROMPT
@@ -232,23 +237,7 @@ def draw_supernode_graph(sn_nodes: pd.DataFrame, sn_edges: pd.DataFrame):
 
 
 def draw_panel(panel: pd.DataFrame):
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    if panel.empty:
-        fig.text(0.5, 0.5, "no declared intervention could run (empty supernodes)", ha="center")
-        return fig
-    act = panel[(panel["kind"] == "supernode") & (panel["condition"] == "intervened")]
-    sns.barplot(data=act, x="experiment", y="percent_of_baseline", hue="name", ax=axes[0])
-    axes[0].set(ylabel="activity, % of baseline", xlabel="")
-    axes[0].axhline(100, color="grey", lw=0.8, ls="--")
-    toks = panel[(panel["kind"] == "token") & (panel["rank"] <= 3)]
-    toks = toks.assign(label=toks["condition"] + ": " + toks["name"].astype(str))
-    sns.barplot(data=toks, x="probability", y="experiment", hue="label", ax=axes[1], orient="h")
-    axes[1].set(xlabel="probability (top-3 tokens)", ylabel="")
-    axes[1].legend(fontsize=6, loc="lower right")
-    for ax in axes:
-        ax.tick_params(axis="x", labelsize=7, labelrotation=20)
-    fig.tight_layout()
-    return fig
+    return plot_panel(panel)
 
 
 def draw_swap(swap: pd.DataFrame):

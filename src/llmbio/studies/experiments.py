@@ -119,3 +119,31 @@ def run_intervention(iv, ids, edits, nodes, model, clt, tokenizer) -> Interventi
         supernodes=list(nodes.values()),
         tokenizer=tokenizer,
     )
+
+
+def plot_panel(panel: pd.DataFrame, palette=None, figsize=(10, 3.6)):
+    """The declared interventions' table (:func:`run_interventions`) as two panels: each
+    supernode's activity as % of baseline, and the top-3 tokens before and after."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=figsize)
+    if panel.empty:
+        fig.text(0.5, 0.5, "no declared intervention could run (empty supernodes)", ha="center")
+        for ax in axes:
+            ax.set_axis_off()
+        return fig
+    act = panel[(panel["kind"] == "supernode") & (panel["condition"] == "intervened")]
+    sns.barplot(data=act, x="experiment", y="percent_of_baseline", hue="name", ax=axes[0],
+                palette=palette)  # fmt: skip
+    axes[0].set(ylabel="activity, % of baseline", xlabel="")
+    axes[0].axhline(100, color="grey", lw=0.8, ls="--")
+    toks = panel[(panel["kind"] == "token") & (panel["rank"] <= 3)]
+    toks = toks.assign(label=toks["condition"] + ": " + toks["name"].astype(str))
+    sns.barplot(data=toks, x="probability", y="experiment", hue="label", ax=axes[1], orient="h")
+    axes[1].set(xlabel="probability (top-3 tokens)", ylabel="")
+    axes[1].legend(fontsize=6, loc="lower right")
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=7, labelrotation=20)
+    fig.tight_layout()
+    return fig

@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from llmbio.attribution.plot import plot_supernode_graph
+from llmbio.studies.experiments import plot_panel
 
 COLOURS = {"harmful_request": "#c0392b", "specific_harm": "#e67e22",
            "harmless_request": "#2e86c1", "": "#999999"}  # fmt: skip
@@ -47,23 +48,7 @@ def draw_supernode_graph(nodes: pd.DataFrame, edges: pd.DataFrame, max_edges: in
 
 
 def draw_panel(panel: pd.DataFrame):
-    if panel.empty:
-        return _empty("no declared intervention could run (empty supernodes)")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    act = panel[(panel["kind"] == "supernode") & (panel["condition"] == "intervened")]
-    sns.barplot(data=act, x="experiment", y="percent_of_baseline", hue="name", ax=axes[0],
-                palette=COLOURS)  # fmt: skip
-    axes[0].set(ylabel="activity, % of baseline", xlabel="")
-    axes[0].axhline(100, color="grey", lw=0.8, ls="--")
-    toks = panel[(panel["kind"] == "token") & (panel["rank"] <= 3)]
-    toks = toks.assign(label=toks["condition"] + ": " + toks["name"].astype(str))
-    sns.barplot(data=toks, x="probability", y="experiment", hue="label", ax=axes[1], orient="h")
-    axes[1].set(xlabel="probability (top-3 tokens)", ylabel="")
-    axes[1].legend(fontsize=6, loc="lower right")
-    for ax in axes:
-        ax.tick_params(axis="x", labelsize=7, labelrotation=20)
-    fig.tight_layout()
-    return fig
+    return plot_panel(panel, palette=COLOURS, figsize=(11, 3.8))
 
 
 def outcome_shares(experiments: pd.DataFrame) -> pd.DataFrame:
