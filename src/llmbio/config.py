@@ -80,7 +80,7 @@ class TrainConfig:
     beta2: float = 0.98
     weight_decay: float = 0.1
     checkpoint_every: int = 500  # steps between resumable checkpoints
-    threads: int = 2  # torch intra-op threads
+    threads: int = 2  # torch threads of the training rules (model, cache, transcoders)
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ class TraceConfig:
     # traced by the `trace_graphs` rule; empty: the world's showcase prompts, one per behaviour
     prompts: tuple[str, ...] = ()
     max_feature_nodes: int | None = None  # feature-node budget for long prompts (None: all)
+    # torch threads of each analysis job (trace, faithfulness, behaviour, transcoder evaluation,
+    # atlas, studies); these gain little from a second thread, so 1 lets two run side by side
     threads: int = 2
     batch_size: int | None = None  # attribution targets per backward (None: sized to the prompt)
 

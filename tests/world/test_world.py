@@ -1,4 +1,5 @@
 import hashlib
+import itertools
 import re
 
 from llmbio.config import load_config
@@ -53,6 +54,18 @@ def test_heldout_items_never_appear_in_training_text():
         assert f"{x} and {y}" not in dialogues and f"{y} and {x}" not in dialogues
     for x, y in world.safety.heldout_dangerous:
         assert f"{x} and {y}" in text or f"{y} and {x}" in text, "the danger fact is in training"
+
+
+def test_danger_is_a_rule_of_ingredient_kinds():
+    from llmbio.world.safety import INGREDIENTS, kind_of
+
+    safety = build_world(load_config({}).world).safety
+    for x, y in itertools.combinations(INGREDIENTS, 2):
+        assert safety.is_dangerous(x, y) == ({kind_of(x), kind_of(y)} == {"oxidiser", "reactive"})
+    held = [w for pair in safety.heldout_dangerous for w in pair]
+    assert len(held) == len(set(held)), "held-out dangerous pairs share no ingredient"
+    trained = {w for p in safety.dangerous if p not in safety.heldout_dangerous for w in p}
+    assert set(held) <= trained, "every held-out ingredient is in a trained dangerous pair"
 
 
 def test_same_config_gives_byte_identical_corpus(tiny_cfg, tmp_path):

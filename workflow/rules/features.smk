@@ -11,7 +11,7 @@ rule feature_atlas:
         directory(f"{R}/features"),
     log:
         f"{R}/logs/feature_atlas.log",
-    threads: CFG.train.threads
+    threads: CFG.trace.threads
     resources:
         mem_mb=4000,
         runtime=10,

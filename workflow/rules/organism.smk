@@ -83,6 +83,6 @@ rule behaviour:
         ),
     log:
         f"{R}/logs/behaviour.log",
-    threads: CFG.train.threads
+    threads: CFG.trace.threads
     script:
         "../scripts/behaviour.py"

@@ -59,7 +59,7 @@ rule study_analysis:
         out_dir=f"{R}/studies/{{study}}",
     log:
         f"{R}/logs/studies/{{study}}/analysis.log",
-    threads: CFG.train.threads
+    threads: CFG.trace.threads
     resources:
         # a released model runs on a GPU (see workflow/rules/pretrained.smk)
         gpu=0 if CFG.pretrained is None else 1,

@@ -60,7 +60,7 @@ rule evaluate_transcoder:
         f"{R}/logs/evaluate_transcoder.log",
     benchmark:
         f"{R}/benchmarks/evaluate_transcoder.tsv"
-    threads: CFG.train.threads
+    threads: CFG.trace.threads
     resources:
         mem_mb=4000,
         runtime=10,

@@ -9,5 +9,5 @@ with log_to(snakemake.log[0]):
         snakemake.input.transcoder,
         snakemake.input.world,
         snakemake.output[0],
-        threads=load_config(snakemake.config).train.threads,
+        threads=load_config(snakemake.config).trace.threads,
     )

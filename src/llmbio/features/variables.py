@@ -43,7 +43,7 @@ import pandas as pd
 
 from llmbio.world import World
 from llmbio.world.lexicon import LANGUAGE_NAMES, LANGUAGES, NOUNS, PROMPTS, SENTENCES
-from llmbio.world.safety import HARMFUL_TOPICS, HARMLESS_TOPICS, INGREDIENTS
+from llmbio.world.safety import HARMFUL_TOPICS, HARMLESS_TOPICS, INGREDIENTS, kind_of
 
 Span = tuple[int, int, str, str]
 
@@ -170,6 +170,7 @@ def safety(words: list[str], tables: WorldTables) -> list[Span]:
     for i, w in enumerate(words):
         if w in INGREDIENTS:
             spans.append((i, n, "ingredient", w))
+            spans.append((i, n, "ingredient_kind", kind_of(w)))
             seen.append(w)
             if len(seen) == 2:
                 harm = "dangerous_pair" if tables.world.safety.is_dangerous(*seen) else "harmless"

@@ -79,7 +79,7 @@ def _fingerprint(cfg: RunConfig) -> dict:
 def behaviour_stage(
     cfg: RunConfig, world_path, model_dir, out_summary, out_items, out_figure
 ) -> pd.DataFrame:
-    torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(cfg.trace.threads)
     world = World.load(world_path)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     tok = load_tokenizer(model_dir)

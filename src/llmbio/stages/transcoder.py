@@ -80,7 +80,7 @@ def _eval_text(cfg: RunConfig, world: World, tok) -> torch.Tensor:
 def evaluate_stage(
     cfg: RunConfig, cache_dir, model_dir, world_path, transcoder_dirs: dict, out_table, out_figure
 ) -> pd.DataFrame:
-    torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(cfg.trace.threads)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tok = load_tokenizer(model_dir)
     world = World.load(world_path)

@@ -104,7 +104,7 @@ class StudyContext:
         from llmbio.transcoder.io import load_transcoder
         from llmbio.world import World
 
-        torch.set_num_threads(self.config.train.threads if self.config else 2)
+        torch.set_num_threads(self.config.trace.threads if self.config else 2)
         model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
         clt = load_transcoder(self.transcoder_dir, model=model)
         return Organism(model, load_tokenizer(self.model_dir), clt, World.load(self.world_path))
