@@ -8,9 +8,6 @@ def test_paper_prompt_forms_tokenise_as_words(tiny_tokenizer):
     assert toks == ["<bos>", "calc", ":", "3", "+", "5", "="]
     poem = encode(tiny_tokenizer, "A rhyming couplet:\n")
     assert tiny_tokenizer.convert_ids_to_tokens(poem)[-1] == "\n"
-    # a mark closing a line and the line break are one token; a lone newline stays one
-    assert split_words("the rabbit ,\nthe habit\n") == ["the", "rabbit", ",\n", "the", "habit", "\n"]
-    assert split_words("a , b\n. c") == ["a", ",", "b", "\n", ".", "c"]
 
 
 def test_round_trip_and_save_load(tiny_tokenizer, tiny_corpus, tmp_path):

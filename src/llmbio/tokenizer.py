@@ -1,10 +1,7 @@
 """A word-level tokenizer for the organism, saved as a ``PreTrainedTokenizerFast``.
 
 Words, numbers, single punctuation marks, single CJK characters and newlines are tokens, so
-``calc: 36+59=`` is ``calc : 36 + 59 =`` and every number is one token. A mark that closes a
-line (``,`` ``.`` ``!`` ``;`` directly before a newline) and the newline are one token (``,\n``),
-as in BPE vocabularies: in a couplet the line break is then the first position that knows how
-line 1 closed. BOS is prepended.
+``calc: 36+59=`` is ``calc : 36 + 59 =`` and every number is one token. BOS is prepended.
 """
 
 from __future__ import annotations
@@ -17,7 +14,7 @@ from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPECIAL = {"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"}
-TOKEN_PATTERN = r"[,.!;]\n|\n|[\u3000-\u303f\u4e00-\u9fff]|[^\W\d_]+|\d+|[^\w\s]"
+TOKEN_PATTERN = r"\n|[\u3000-\u303f\u4e00-\u9fff]|[^\W\d_]+|\d+|[^\w\s]"
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
 
 

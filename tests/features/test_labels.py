@@ -59,7 +59,7 @@ def test_token_variables(tiny_world, tiny_tokenizer):
     assert got[("sum_tens", "0")] == ["5", "=", "9"]
     assert got[("first_end_word", "way")][0] == "way"
     line2 = ["brush", "came", "along", "with", "the", "gray"]
-    assert got[("planned_end", "gray")] == [",\n", *line2]
+    assert got[("planned_end", "gray")] == [",", "\n", *line2]
     assert got[("concept", "small")][0] == "petit" and got[("output", "big")][0] == "petit"
     assert got[("relation", "antonym")][0] == "contraire"
     assert got[("language", "fr")][0] == "Le"

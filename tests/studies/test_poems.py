@@ -44,9 +44,9 @@ def test_outcome_and_role():
     assert outcome(poetry, "queen", "rabbit", "green") == "other word, injected rhyme"
     assert outcome(poetry, "night", "rabbit", "green") == "other rhyme family"
     assert outcome(poetry, "95", "rabbit", None) == "not an end word"
-    # <bos> A rhyming couplet : \n w w w w w end mark\n
-    assert [role(p, 13) for p in (1, 5, 6, 11, 12)] == [
-        "header", "header", "line 1", "line-1 end word", "newline",
+    # <bos> A rhyming couplet : \n w w w w w end mark \n
+    assert [role(p, 14) for p in (1, 5, 6, 11, 12, 13)] == [
+        "header", "header", "line 1", "line-1 end word", "line-1 mark", "newline",
     ]  # fmt: skip
 
 

@@ -89,16 +89,15 @@ def geography(words: list[str], tables: WorldTables) -> list[Span]:
 
 
 def poetry(words: list[str], tables: WorldTables) -> list[Span]:
-    newlines = [i for i, w in enumerate(words) if w.endswith("\n")]
+    newlines = [i for i, w in enumerate(words) if w == "\n"]
     n, spans = len(words), []
-    if len(newlines) >= 2 and newlines[1] > newlines[0] + 1:
-        end1 = newlines[1] - 1  # line 1 closes with "<end word> <mark + newline>"
+    if len(newlines) >= 2 and newlines[1] > newlines[0] + 2:
+        end1 = newlines[1] - 2  # line 1 closes with "<end word> <mark>"
         family = tables.world.poetry.family_of(words[end1])
         if family is not None:
             spans += _carry(end1, n, {"first_end_word": words[end1], "rhyme_family": family})
     if len(newlines) >= 3 and newlines[2] > newlines[1] + 1:
-        # the plan is known from the line break on (it closes line 1 with the mark)
-        spans.append((newlines[1], newlines[2], "planned_end", words[newlines[2] - 1]))
+        spans.append((newlines[1] - 1, newlines[2], "planned_end", words[newlines[2] - 1]))
     return spans
 
 

@@ -1,8 +1,7 @@
 """Planning in poems on the organism: couplet prompts, planned-word supernodes, and batched
 suppression / injection / position experiments (the ``poems`` study).
 
-Every couplet prompt is ``A rhyming couplet :\\n<line 1> <mark>\\n`` (the mark and the line
-break are one token, the "newline"); the organism writes line 2
+Every couplet prompt is ``A rhyming couplet :\\n<line 1> <mark>\\n``; the organism writes line 2
 and the line's last word is the end word it planned by the newline (in the world, a line's lead
 word belongs to its end word, so the plan must exist before the line starts, and the planned
 word is a lookup of line 1's end word *and* its closing mark). Prompts of one length are run as
@@ -93,7 +92,7 @@ class Lines:
     probs_at_end: torch.Tensor  # (B, vocab): the distribution the end word was chosen from
 
     def text(self, i: int) -> str:
-        return " ".join(t for t in self.tokens[i] if not t.endswith("\n"))
+        return " ".join(t for t in self.tokens[i] if t != "\n")
 
     def p_end(self, i: int, token_id: int) -> float:
         return float(self.probs_at_end[i, token_id]) if token_id is not None else 0.0
@@ -129,7 +128,7 @@ def line_end_slot(tokens: Sequence[str]) -> int:
     """Index of a generated line's last word: the token before the first newline (the last
     token when the line does not end within the generated tokens)."""
     for i, t in enumerate(tokens):
-        if t.endswith("\n"):
+        if t == "\n":
             return max(i - 1, 0)
     return len(tokens) - 1
 
@@ -244,11 +243,12 @@ def outcome(poetry: Poetry, end: str, planned: str | None, injected: str | None)
 
 
 def role(position: int, n_pos: int) -> str:
-    """A couplet prompt position's role: ``<bos> A rhyming couplet : \\n <line 1> <mark\\n>``
-    (the closing mark and the line break are one token, the "newline")."""
+    """A couplet prompt position's role: ``<bos> A rhyming couplet : \\n <line 1> <mark> \\n``."""
     if position == n_pos - 1:
         return "newline"
     if position == n_pos - 2:
+        return "line-1 mark"
+    if position == n_pos - 3:
         return "line-1 end word"
     return "line 1" if position >= LINE1_START else "header"
 

@@ -97,13 +97,13 @@ class PoemExperiment:
             ],
         )
         self.all_acts = prompt_activations(model, clt, cp.ids)  # (L * F, n_pos) per prompt
-        at = {k: [a[:, k] for a in self.all_acts] for k in (-1, -2)}  # newline, line-1 end
+        at = {k: [a[:, k] for a in self.all_acts] for k in (-1, -3)}  # newline, line-1 end
         self.acts = _stack(at[-1], clt)
         disc = [i for i, s in enumerate(cp.table["split"]) if s == "discovery" and planned[i]]
         top_k = settings.top_k
         self.words = contrast(self.acts[disc], [planned[i] for i in disc], self.F, top_k)
         self.families = contrast(self.acts[disc], [family[i] for i in disc], self.F, top_k)
-        ends = _stack(at[-2], clt)[disc]
+        ends = _stack(at[-3], clt)[disc]
         self.first_words = contrast(ends, [first[i] for i in disc], self.F, top_k)
         self.word_node = {
             w: as_supernode(f"{w}_word", [k for k, _ in m]) for w, m in self.words.items()

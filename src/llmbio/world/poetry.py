@@ -6,10 +6,8 @@ depends on which end word the second line is heading for, and a model that plans
 the newline writes better couplets. Line 1 closes with a punctuation mark (``grab it ,`` as in
 the paper's prompt), and line 2's end word is a seeded lookup of *both*: ``plan[end][mark]``,
 another member of the first end word's family. Neither token alone gives the plan, so the model
-has to compute it after reading the mark, not copy it from one earlier word with attention; and
-as the tokenizer makes the closing mark and the line break one token (``,\n``), the line break
-is the first position that can compute it (with a separate mark token the organism computed
-the plan there, one position early, and edits at the newline alone could not move it).
+has to compute it after reading the mark (at the mark or the newline), not copy it from one
+earlier word with attention.
 """
 
 from __future__ import annotations
