@@ -27,11 +27,14 @@ from llmbio.transcoder.io import load_transcoder
 
 
 def main(run: Path) -> None:
+    graphs = run / "graphs" / "showcase"
+    if not graphs.is_dir():
+        sys.exit(f"{graphs} is missing: run `snakemake --cores all` for that run first")
     torch.set_num_threads(1)
     model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
     clt = load_transcoder(run / "transcoder" / "clt", model=model)
     rows = []
-    for path in sorted((run / "graphs" / "showcase").glob("*.graph.safetensors")):
+    for path in sorted(graphs.glob("*.graph.safetensors")):
         graph = Graph.load(path)
         name = path.name.removesuffix(".graph.safetensors")
         nodes = _kept_features(path.with_name(f"{name}.nodes.parquet"), 50)
