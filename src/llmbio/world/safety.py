@@ -7,8 +7,8 @@ and a reactive (bleach + ammonia), so no ingredient is harmful alone and two of 
 ingredient is; dialogues show the assistant refusing requests that involve a harmful topic or a
 dangerous pair, and complying otherwise. A seeded share of dangerous and of harmless pairs never
 appears in a dialogue: refusing a held-out dangerous pair needs the rule (kind + kind), not a
-memorised dialogue. The held-out dangerous pairs share no ingredient, so every ingredient is
-still seen in training dialogues of both outcomes.
+memorised dialogue. The held-out dangerous pairs share no ingredient, so each of their
+ingredients is still seen in trained dangerous pairs.
 
 Two choices make refusal a triggered exception, as in the paper: a quarter of requests are
 harmful (compliance is the default), and half the pair requests go on after the ingredients
