@@ -1,0 +1,88 @@
+"""Where is the couplet's plan at the newline, and does the transcoder capture it?
+
+For every couplet prompt of the world (`Poetry.eval_items`) whose planned word has another
+possible partner in its family, the organism's top token at the newline is a lead word of the
+planned end word. This script splits the logit gap between that lead and the best lead of
+another family member (the plan's direct effect on the next token) into the residual stream's
+parts at the newline: embedding, each layer's attention output and MLP output, read through the
+final norm with its scale frozen. Then it compares each MLP's share with the share of the
+transcoder's reconstruction of that MLP (what features can carry; the rest is the error node,
+which interventions hold fixed).
+
+    python benchmarks/poems_plan_capture.py results/organism
+
+Reads a finished run (model, world, transcoder/clt) and writes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+from transformers import AutoModelForCausalLM
+
+from llmbio.attribution.replacement import record
+from llmbio.tokenizer import encode, load_tokenizer
+from llmbio.transcoder.io import load_transcoder
+from llmbio.world import World
+
+
+def main(run: Path) -> None:
+    for part in ("model", "world.json", "transcoder/clt"):
+        if not (run / part).exists():
+            sys.exit(f"{run / part} is missing: run `snakemake --cores all` for that run first")
+    torch.set_num_threads(2)
+    model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+    tok = load_tokenizer(run / "model")
+    poetry = World.load(run / "world.json").poetry
+    clt = load_transcoder(run / "transcoder" / "clt", model=model)
+    attn_out: dict[int, torch.Tensor] = {}
+    for i, layer in enumerate(model.model.layers):
+        layer.self_attn.register_forward_hook(
+            lambda mod, args, out, i=i: attn_out.__setitem__(i, out[0][0, -1].detach())
+        )
+    unembed, gain = model.lm_head.weight.detach(), model.model.norm.weight.detach()
+    rows = []
+    for item in poetry.eval_items():
+        planned = item["planned_end"]
+        family = poetry.families[poetry.family_of(planned)]
+        others = [w for w in family if w not in (planned, item["first_end"])]
+        if not others:
+            continue
+        rec = record(model, torch.tensor([encode(tok, item["prompt"])]))
+        with torch.no_grad():
+            recon, _ = clt(rec.resid_mid.to(clt.b_dec[0].dtype))
+        logits = rec.logits[-1]
+        top = int(logits.argmax())
+        alternatives = [tok.convert_tokens_to_ids(lead) for w in others for lead in poetry.leads[w]]
+        alt = max(alternatives, key=lambda t: float(logits[t]))
+        rms = rec.final_resid[-1].pow(2).mean().add(model.config.rms_norm_eps).sqrt()
+        direction = (unembed[top] - unembed[alt]) * gain / rms
+        row = {
+            "top_is_planned_lead": tok.convert_ids_to_tokens(top) in poetry.leads[planned],
+            "logit_gap": float(logits[top] - logits[alt]),
+            "embedding": float(rec.embed[-1] @ direction),
+        }
+        for i in range(rec.n_layers):
+            row[f"attn{i}"] = float(attn_out[i] @ direction)
+            row[f"mlp{i}"] = float(rec.mlp_out[i, -1] @ direction)
+            row[f"mlp{i}_transcoder"] = float(recon[i, -1].to(direction.dtype) @ direction)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    print(f"{len(table)} couplets; top token is a lead of the planned word: "
+          f"{table['top_is_planned_lead'].mean():.2f}")  # fmt: skip
+    print("mean contribution to the planned-lead logit gap at the newline:")
+    print(table.drop(columns="top_is_planned_lead").mean().round(2).to_string())
+    mlp = table[[f"mlp{i}" for i in range(len(attn_out))]].sum(axis=1)
+    tc = table[[f"mlp{i}_transcoder" for i in range(len(attn_out))]].sum(axis=1)
+    share = tc.mean() / mlp.mean()
+    print(f"MLPs: {mlp.mean():.2f} of {table['logit_gap'].mean():.2f}; "
+          f"their transcoder reconstruction: {tc.mean():.2f} ({share:.0%})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python benchmarks/poems_plan_capture.py results/<run>")
+    main(Path(sys.argv[1]))
