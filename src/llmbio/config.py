@@ -95,6 +95,10 @@ class CacheConfig:
     seed: int = 1  # picks which sequences
     dtype: str = "float16"  # storage dtype of cached activations
     eval_fraction: float = 0.05  # share of sequences held out for transcoder evaluation
+    # share of the cached sequences packed from one corpus task only (e.g. {poetry: 0.2}), on
+    # top of the random mix: rare positions of a behaviour (a couplet's line break) get enough
+    # examples for the transcoder to learn features for them
+    task_sequences: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

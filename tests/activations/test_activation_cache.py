@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -153,3 +154,23 @@ def test_gpt2_is_cached_through_its_adapter(tmp_path):
     x, y = next(reader.iter_batches(100, shuffle=False))
     assert x.shape == y.shape == (4 * (T - 1), 2, 16)
     assert np.isfinite(x.numpy()).all() and y.abs().sum() > 0
+
+
+def test_cache_sequences_add_task_only_sequences(tiny_cfg, tiny_corpus, tiny_tokenizer):
+    from llmbio.stages.transcoder import cache_sequences
+
+    def cfg_with(**cache):
+        return dataclasses.replace(
+            tiny_cfg, cache=dataclasses.replace(tiny_cfg.cache, n_sequences=40, **cache)
+        )
+
+    plain = cache_sequences(tiny_corpus, tiny_tokenizer, cfg_with())
+    assert plain.shape == (40, tiny_cfg.train.seq_len)
+    assert torch.equal(plain, cache_sequences(tiny_corpus, tiny_tokenizer, cfg_with()))
+    poems = cache_sequences(tiny_corpus, tiny_tokenizer, cfg_with(task_sequences={"poetry": 0.5}))
+    rhyming = tiny_tokenizer.convert_tokens_to_ids("rhyming")
+    assert poems.shape == plain.shape
+    assert (poems == rhyming).sum() > 2 * (plain == rhyming).sum()
+    for bad in ({"poems": 0.2}, {"poetry": 1.0}):
+        with pytest.raises(ValueError, match="cache.task_sequences"):
+            cache_sequences(tiny_corpus, tiny_tokenizer, cfg_with(task_sequences=bad))

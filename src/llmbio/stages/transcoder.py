@@ -29,17 +29,41 @@ from llmbio.transcoder.train import train_transcoder
 from llmbio.world import World
 
 
+def cache_sequences(corpus: pd.DataFrame, tokenizer, cfg: RunConfig) -> torch.Tensor:
+    """The packed sequences ``(cache.n_sequences, seq_len)`` whose activations are cached.
+
+    A seeded random choice of the corpus packed as in training, plus, for each task of
+    ``cache.task_sequences``, its share of sequences packed from that task's documents only.
+    """
+    gen = torch.Generator().manual_seed(cfg.cache.seed)
+    shares = cfg.cache.task_sequences
+    n_task = {task: round(share * cfg.cache.n_sequences) for task, share in shares.items()}
+    tasks = sorted(set(corpus["task"]))
+    unknown = sorted(set(n_task) - set(tasks))
+    if unknown or sum(n_task.values()) >= cfg.cache.n_sequences:
+        raise ValueError(
+            f"cache.task_sequences {dict(shares)}: use corpus tasks ({tasks}; unknown: "
+            f"{unknown}) with shares that sum to less than 1"
+        )
+    parts = []
+    for task, n in [("", cfg.cache.n_sequences - sum(n_task.values())), *n_task.items()]:
+        texts = corpus["text"] if not task else corpus.loc[corpus["task"] == task, "text"]
+        seqs = packed_sequences(tokenizer, texts, cfg.train.seq_len)
+        parts.append(seqs[torch.randperm(len(seqs), generator=gen)[:n]])
+    picked = torch.cat(parts)
+    if n_task:  # one seeded shuffle, so that the evaluation split holds every kind of sequence
+        picked = picked[torch.randperm(len(picked), generator=gen)]
+    return picked
+
+
 def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
     torch.set_num_threads(cfg.train.threads)
-    tok = load_tokenizer(model_dir)
-    seqs = packed_sequences(tok, load_corpus(corpus_path)["text"], cfg.train.seq_len)
-    gen = torch.Generator().manual_seed(cfg.cache.seed)
-    pick = torch.randperm(len(seqs), generator=gen)[: cfg.cache.n_sequences]
+    picked = cache_sequences(load_corpus(corpus_path), load_tokenizer(model_dir), cfg)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     start = time.perf_counter()
     cache_activations(
         model,
-        seqs[pick].split(64),
+        picked.split(64),
         out_dir,
         dtype=cfg.cache.dtype,
         eval_fraction=cfg.cache.eval_fraction,
@@ -47,7 +71,7 @@ def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
     )
     size = sum(f.stat().st_size for f in Path(out_dir).rglob("*") if f.is_file())
     print(
-        f"cached {len(pick)} sequences in {time.perf_counter() - start:.1f} s, "
+        f"cached {len(picked)} sequences in {time.perf_counter() - start:.1f} s, "
         f"{size / 2**20:.0f} MiB on disk"
     )
 
