@@ -22,7 +22,7 @@ from transformers import AutoModelForCausalLM
 
 from llmbio.attribution.graph import Graph
 from llmbio.features.faithfulness import faithfulness
-from llmbio.stages.attribution import _kept_features
+from llmbio.stages.attribution import kept_feature_nodes
 from llmbio.transcoder.io import load_transcoder
 
 
@@ -37,7 +37,7 @@ def main(run: Path) -> None:
     for path in sorted(graphs.glob("*.graph.safetensors")):
         graph = Graph.load(path)
         name = path.name.removesuffix(".graph.safetensors")
-        nodes = _kept_features(path.with_name(f"{name}.nodes.parquet"), 50)
+        nodes = kept_feature_nodes(path.with_name(f"{name}.nodes.parquet"), 50)
         for frozen in (False, True):
             table, rho = faithfulness(
                 model, clt, graph, nodes=nodes, freeze_attention=frozen, show_progress=False

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--vocab", type=int, default=887, help="the default organism's vocabulary")
+    parser.add_argument("--vocab", type=int, default=881, help="the default organism's vocabulary")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with open(args.config) as f:

@@ -34,7 +34,9 @@ class WorldConfig:
     n_concepts: int = 24  # multilingual concepts (even, antonym pairs, <= 24)
     max_operand: int = 99  # calc operands range over 0..max_operand
     heldout_pair_frac: float = 0.1  # unordered operand pairs never seen in training
-    heldout_harm_frac: float = 0.25  # dangerous / harmless ingredient pairs never in a dialogue
+    # dangerous / harmless ingredient pairs never in a dialogue (at most 3 dangerous: one per
+    # oxidiser, sharing no ingredient)
+    heldout_harm_frac: float = 0.25
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

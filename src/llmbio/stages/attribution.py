@@ -199,8 +199,9 @@ def faithfulness_graphs(
     for path in sorted(Path(graphs_dir).glob("*.graph.safetensors")):
         graph = Graph.load(path)
         name = path.name.removesuffix(".graph.safetensors")
+        kept = kept_feature_nodes(path.with_name(f"{name}.nodes.parquet"), n_features)
         for sample, nodes in (
-            ("pruned_graph", _kept_features(path.with_name(f"{name}.nodes.parquet"), n_features)),
+            ("pruned_graph", kept),
             ("all_active", None),
         ):
             if nodes is not None and len(nodes) == 0:
@@ -218,7 +219,7 @@ def faithfulness_graphs(
     return table
 
 
-def _kept_features(nodes_path: Path, n_features: int, seed: int = 0) -> list[int]:
+def kept_feature_nodes(nodes_path: Path, n_features: int, seed: int = 0) -> list[int]:
     """Graph indices of up to ``n_features`` feature nodes the pruned graph keeps (seeded)."""
     if not nodes_path.exists():
         raise FileNotFoundError(f"{nodes_path} is missing; rerun the trace_graphs rule")
