@@ -29,7 +29,7 @@ from llmbio.transcoder.io import load_transcoder
 from llmbio.world import World
 
 
-def main(run: Path) -> None:
+def main(run: Path, transcoder: Path | None = None) -> None:
     for part in ("model", "world.json", "transcoder/clt"):
         if not (run / part).exists():
             sys.exit(f"{run / part} is missing: run `snakemake --cores all` for that run first")
@@ -37,12 +37,35 @@ def main(run: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
     tok = load_tokenizer(run / "model")
     poetry = World.load(run / "world.json").poetry
-    clt = load_transcoder(run / "transcoder" / "clt", model=model)
+    clt = load_transcoder(transcoder or run / "transcoder" / "clt", model=model)
+    report(plan_capture_table(model, tok, poetry, clt))
+
+
+def plan_capture_table(model, tok, poetry, clt) -> pd.DataFrame:
+    """One row per couplet with a choice: the newline's logit gap split by residual part."""
     attn_out: dict[int, torch.Tensor] = {}
-    for i, layer in enumerate(model.model.layers):
+    hooks = [
         layer.self_attn.register_forward_hook(
             lambda mod, args, out, i=i: attn_out.__setitem__(i, out[0][0, -1].detach())
         )
+        for i, layer in enumerate(model.model.layers)
+    ]
+    try:
+        return pd.DataFrame(_rows(model, tok, poetry, clt, attn_out))
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def plan_share(table: pd.DataFrame) -> float:
+    """Share of the MLPs' contribution to the plan's logit gap that the transcoder reconstructs."""
+    layers = [c for c in table.columns if c.startswith("mlp") and not c.endswith("_transcoder")]
+    mlp = table[layers].sum(axis=1)
+    tc = table[[f"{c}_transcoder" for c in layers]].sum(axis=1)
+    return float(tc.mean() / mlp.mean())
+
+
+def _rows(model, tok, poetry, clt, attn_out: dict) -> list[dict]:
     unembed, gain = model.lm_head.weight.detach(), model.model.norm.weight.detach()
     rows = []
     for item in poetry.eval_items():
@@ -70,19 +93,21 @@ def main(run: Path) -> None:
             row[f"mlp{i}"] = float(rec.mlp_out[i, -1] @ direction)
             row[f"mlp{i}_transcoder"] = float(recon[i, -1].to(direction.dtype) @ direction)
         rows.append(row)
-    table = pd.DataFrame(rows)
+    return rows
+
+
+def report(table: pd.DataFrame) -> None:
     print(f"{len(table)} couplets; top token is a lead of the planned word: "
           f"{table['top_is_planned_lead'].mean():.2f}")  # fmt: skip
     print("mean contribution to the planned-lead logit gap at the newline:")
     print(table.drop(columns="top_is_planned_lead").mean().round(2).to_string())
-    mlp = table[[f"mlp{i}" for i in range(len(attn_out))]].sum(axis=1)
-    tc = table[[f"mlp{i}_transcoder" for i in range(len(attn_out))]].sum(axis=1)
-    share = tc.mean() / mlp.mean()
+    n_layers = sum(c.startswith("attn") for c in table.columns)
+    mlp = table[[f"mlp{i}" for i in range(n_layers)]].sum(axis=1)
     print(f"MLPs: {mlp.mean():.2f} of {table['logit_gap'].mean():.2f}; "
-          f"their transcoder reconstruction: {tc.mean():.2f} ({share:.0%})")  # fmt: skip
+          f"their transcoder reconstruction: {plan_share(table):.0%}")  # fmt: skip
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python benchmarks/poems_plan_capture.py results/<run>")
-    main(Path(sys.argv[1]))
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python benchmarks/poems_plan_capture.py results/<run> [transcoder dir]")
+    main(Path(sys.argv[1]), Path(sys.argv[2]) if len(sys.argv) == 3 else None)

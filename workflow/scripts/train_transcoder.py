@@ -10,4 +10,5 @@ with log_to(snakemake.log[0]):
         snakemake.output.train_log,
         snakemake.params.work_dir,
         cross_layer=snakemake.wildcards.kind == "clt",
+        threads=snakemake.threads,
     )

@@ -77,9 +77,15 @@ def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
 
 
 def train_stage(
-    cfg: RunConfig, cache_dir, out_dir, log_path, work_dir, cross_layer: bool = True
+    cfg: RunConfig,
+    cache_dir,
+    out_dir,
+    log_path,
+    work_dir,
+    cross_layer: bool = True,
+    threads: int | None = None,
 ) -> None:
-    torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(threads or cfg.train.threads)
     tc = dataclasses.replace(cfg.transcoder, cross_layer=cross_layer)
     start = time.perf_counter()
     clt = train_transcoder(ActivationReader(cache_dir), tc, work_dir)
