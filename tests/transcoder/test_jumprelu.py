@@ -1,7 +1,8 @@
-"""JumpReLU straight-through estimator, as implemented by ``fused.sparse_code``.
+"""JumpReLU straight-through estimator, as implemented by ``fused.encode``.
 
-With zero decoder norms both penalties vanish, so ``sparse_code`` is a plain JumpReLU whose
-threshold gradient is the rectangle-kernel estimate (Rajamanoharan et al., 2024).
+With identity encoders the pre-activations are the inputs, and with zero decoder norms both
+penalties vanish, so ``encode`` is a plain JumpReLU whose threshold gradient is the
+rectangle-kernel estimate (Rajamanoharan et al., 2024).
 """
 
 from __future__ import annotations
@@ -11,9 +12,17 @@ import math
 import pytest
 import torch
 
-from llmbio.transcoder.fused import sparse_code
+from llmbio.transcoder.fused import encode
 
 torch.set_num_threads(1)
+
+
+def sparse_code(h, log_theta, dec_norm, c: float, bandwidth: float) -> tuple[torch.Tensor]:
+    """JumpReLU activations ``(L, B, F)`` of pre-activations ``h`` (identity encoders)."""
+    n_layers, _, n_features = h.shape
+    eye = torch.eye(n_features, dtype=h.dtype).expand(n_layers, n_features, n_features)
+    zero = torch.zeros(n_layers, n_features, dtype=h.dtype)
+    return (encode(h, eye, zero, log_theta, dec_norm, c, bandwidth)[0].dense(),)
 
 
 def jumprelu(h: torch.Tensor, theta: torch.Tensor, bandwidth: float) -> torch.Tensor:

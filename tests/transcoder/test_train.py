@@ -73,10 +73,10 @@ def test_folded_transcoder_on_raw_activations_equals_training_model(reader):
         train._init(model, cfg, torch.randn(3, 32))
         s_in, s_out = torch.tensor([0.5, 2.0, 3.0]), torch.tensor([0.1, 4.0, 1.5])
         x = torch.randn(3, 10, 32)
-        recon, acts, *_ = model(x / s_in[:, None, None], cfg)
+        recon, code, *_ = model(x / s_in[:, None, None], cfg)
         clt = train._fold_normalisation(model, s_in, s_out)
         raw_recon, raw_acts = clt(x)
-        torch.testing.assert_close(raw_acts, acts)
+        torch.testing.assert_close(raw_acts, code.dense())
         torch.testing.assert_close(raw_recon, recon * s_out[:, None, None])
 
 

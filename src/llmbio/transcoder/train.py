@@ -28,7 +28,7 @@ from llmbio.activations import ActivationReader
 from llmbio.transcoder.checkpoint import load_checkpoint, save_checkpoint
 from llmbio.transcoder.clt import CrossLayerTranscoder
 from llmbio.transcoder.config import TranscoderConfig
-from llmbio.transcoder.fused import decode, sparse_code
+from llmbio.transcoder.fused import Code, decode, encode
 from llmbio.transcoder.io import load_transcoder, save_transcoder
 
 __all__ = ["TranscoderConfig", "train_transcoder"]
@@ -44,15 +44,14 @@ class _Trainable(nn.Module):
         self.log_threshold = nn.Parameter(torch.zeros(n_layers, cfg.n_features))
 
     def forward(self, x: torch.Tensor, cfg: TranscoderConfig):
-        """``x`` ``(L, B, D)`` -> recon ``(L, B, D)``, acts ``(L, B, F)``, sparsity, pre-act."""
+        """``x`` ``(L, B, D)`` -> recon ``(L, B, D)``, codes, sparsity, pre-act."""
         clt = self.clt
-        h = torch.baddbmm(clt.b_enc.unsqueeze(1), x, clt.W_enc.transpose(1, 2))
-        dec_norm = clt.decoder_norms()
-        acts, sparsity, pre_act, need = sparse_code(
-            h, self.log_threshold, dec_norm, cfg.tanh_scale, cfg.ste_bandwidth
-        )
-        recon = decode(acts, need, list(clt.W_dec)) + clt.b_dec.unsqueeze(1)
-        return recon, acts, sparsity, pre_act
+        code, sparsity, pre_act = encode(
+            x, clt.W_enc, clt.b_enc, self.log_threshold, clt.decoder_norms(),
+            cfg.tanh_scale, cfg.ste_bandwidth,
+        )  # fmt: skip
+        recon = decode(code, list(clt.W_dec)) + clt.b_dec.unsqueeze(1)
+        return recon, code, sparsity, pre_act
 
 
 def _init(model: _Trainable, cfg: TranscoderConfig, y_mean: torch.Tensor) -> None:
@@ -73,9 +72,9 @@ def _init(model: _Trainable, cfg: TranscoderConfig, y_mean: torch.Tensor) -> Non
 
 def _losses(model: _Trainable, x: torch.Tensor, y: torch.Tensor, cfg: TranscoderConfig):
     """Loss terms on a normalised batch ``x, y`` ``(L, B, D)``: mse ``(L,)``, sparsity, pre-act."""
-    recon, acts, sparsity, pre_act = model(x, cfg)
+    recon, code, sparsity, pre_act = model(x, cfg)
     mse = (recon - y).pow(2).sum(-1).mean(-1)
-    return mse, sparsity, pre_act, acts
+    return mse, sparsity, pre_act, code
 
 
 def _schedules(step: int, cfg: TranscoderConfig) -> tuple[float, float]:
@@ -131,7 +130,7 @@ def _batches(reader: ActivationReader, cfg: TranscoderConfig, start_step: int, s
         yield x, y
 
 
-def _metrics(step, seconds, lr, lam, mse, sparsity, pre_act, acts, y, dead) -> dict:
+def _metrics(step, seconds, lr, lam, mse, sparsity, pre_act, code: Code, y, dead) -> dict:
     var = (y - y.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1)  # (L,)
     return {
         "step": step,
@@ -142,7 +141,7 @@ def _metrics(step, seconds, lr, lam, mse, sparsity, pre_act, acts, y, dead) -> d
         "nmse": (mse.sum() / var.sum()).item(),
         "sparsity": sparsity.item(),
         "pre_act": pre_act.item(),
-        "l0": (acts > 0).float().sum(-1).mean().item(),  # per layer and token
+        "l0": code.l0(),  # per layer and token
         "dead_fraction": dead.float().mean().item(),
     }
 
@@ -201,17 +200,17 @@ def _train_loop(model, optimizer, reader, cfg, scales, step, log, ckpt, progress
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         x, y = next(batches)
-        mse, sparsity, pre_act, acts = _losses(model, x, y, cfg)
+        mse, sparsity, pre_act, code = _losses(model, x, y, cfg)
         loss = mse.sum() + lam * sparsity + cfg.pre_act_loss_coefficient * pre_act
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        fired = (acts > 0).any(1)
+        fired = code.fired()
         since_fired = torch.where(fired, 0, since_fired + 1).clamp_max(window)
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.n_steps:
             dead = since_fired >= window
             seconds = time.perf_counter() - start
-            log.append(_metrics(step + 1, seconds, lr, lam, mse, sparsity, pre_act, acts, y, dead))
+            log.append(_metrics(step + 1, seconds, lr, lam, mse, sparsity, pre_act, code, y, dead))
             bar.set_postfix(nmse=f"{log[-1]['nmse']:.3f}", l0=f"{log[-1]['l0']:.1f}")
         done = step + 1
         if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.n_steps:
