@@ -36,6 +36,7 @@ from llmbio.studies import StudyContext
 from llmbio.studies import multihop_swaps as ms
 from llmbio.studies.experiments import (
     load_label_scores,
+    plot_calibration,
     plot_panel,
     resolve_supernodes,
     run_interventions,
@@ -297,13 +298,9 @@ def draw_calibration(grid: pd.DataFrame):
         ax.text(0.5, 0.5, "no calibration case (no training city)", ha="center")
         ax.set_axis_off()
         return fig
-    sns.lineplot(data=grid, x="k", y="success_rate", hue="form", marker="o", ax=ax)
+    plot_calibration(ax, grid, bar=ms.SUCCESS_BAR, xlabel="supernode size k (features per state)",
+                     ylabel="swap success (training)")  # fmt: skip
     chosen = grid[grid["chosen"]]
-    ax.scatter(chosen["k"], chosen["success_rate"], s=160, facecolors="none", edgecolors="red")
-    ax.axhline(ms.SUCCESS_BAR, color="grey", lw=0.8, ls="--")
-    ax.set_xscale("log", base=2)
-    ax.set(xlabel="supernode size k (features per state)", ylabel="swap success (training)")
-    ax.set(ylim=(-0.02, 1.02))
     c = chosen.iloc[0]
     ax.set_title(f"Calibration on training cities: chosen {c['form']}, k={c['k']} (red)")
     fig.tight_layout()

@@ -34,6 +34,7 @@ from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
+from llmbio.studies.experiments import plot_calibration
 from llmbio.studies.generic import run_declared
 from llmbio.studies.language_overlap import overlap_by_layer, overlap_summary, overlap_table
 from llmbio.studies.multilingual import (
@@ -333,9 +334,8 @@ def draw_swaps(swaps: pd.DataFrame, calibration: pd.DataFrame):
         sns.barplot(data=moved, x="pair", y="value", hue="answer", errorbar=None, ax=axes[1])
         axes[1].set(ylabel="share of language swaps", xlabel="", ylim=(0, 1.05))
         axes[1].set_title("answer in the target language / the expected antonym", fontsize=9)
-    sns.lineplot(data=calibration, x="k", y="success_rate", hue="swap", marker="o", ax=axes[2])
-    axes[2].set(xscale="log", xlabel="supernode size k",
-                ylabel="lowest success over languages (calibration)")  # fmt: skip
+    plot_calibration(axes[2], calibration, hue="swap",
+                     ylabel="lowest success over languages (calibration)")  # fmt: skip
     fig.tight_layout()
     return fig
 

@@ -14,6 +14,9 @@ the graph and the figures. Tables (``tables/``):
   line 2 after the couplet's own plan (word + family supernode) is scaled by ``ABLATE`` and
   the injected word's plan is set to ``multiplier`` x its donor activation at the newline;
   ``injection`` holds the rows at ``INJECT``;
+- ``swap_calibration`` / ``injection_calibrated``: the swap's supernode size and edit form
+  calibrated on discovery couplets (:mod:`llmbio.studies.poem_swaps`, as in the multihop and
+  refusal studies), then run on the held-out line form beside a random-feature control;
 - ``position_sweep`` / ``position_summary`` / ``position_contrast``: that injection at one
   position at a time (line 1's tokens and the newline), and a control that transplants every
   feature a donor couplet has at that position;
@@ -32,7 +35,12 @@ from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
-from llmbio.studies.experiments import load_label_scores, resolve_supernodes, run_interventions
+from llmbio.studies.experiments import (
+    load_label_scores,
+    plot_calibration,
+    resolve_supernodes,
+    run_interventions,
+)
 from llmbio.studies.generic import run_declared
 from llmbio.studies.planning import (
     LINE1_START,
@@ -41,6 +49,7 @@ from llmbio.studies.planning import (
     position_contrast,
     position_summary,
 )
+from llmbio.studies.poem_swaps import SUCCESS_BAR, calibrate, calibrated_injection
 from llmbio.studies.poems import PoemExperiment, Settings
 
 # Fixed before any measurement on the held-out couplets (multihop's values: 8 features per
@@ -75,6 +84,9 @@ def run(context: StudyContext) -> None:
     context.save_table(strength, "strength")
     injection = strength[strength["multiplier"] == INJECT]
     context.save_table(injection, "injection")
+    grid, form, k = calibrate(exp)
+    context.save_table(grid, "swap_calibration")
+    context.save_table(calibrated_injection(exp, form, k), "injection_calibrated")
     sweep = exp.position_sweep(injection.head(N_SWEEP), LINE1_START)
     context.save_table(sweep, "position_sweep")
     summary = position_summary(sweep)
@@ -132,6 +144,9 @@ def draw_all(context: StudyContext) -> None:
     context.draw_figure("outcomes", draw_outcomes, ["suppression", "injection"])
     context.draw_figure("success_rates", draw_rates, ["suppression", "injection"])
     context.draw_figure("strength", draw_strength, ["strength"])
+    context.draw_figure(
+        "calibrated_swap", draw_calibrated, ["swap_calibration", "injection_calibrated"]
+    )
     context.draw_figure("position_sweep", draw_positions, ["position_summary"])
 
 
@@ -210,6 +225,24 @@ def draw_rates(suppression: pd.DataFrame, injection: pd.DataFrame):
     ax.axhline(0.7, color="grey", ls="--", lw=0.8)
     ax.text(1.45, 0.71, "paper: 70%", fontsize=7, ha="right", color="grey")
     ax.set(ylim=(0, 1.05), ylabel="share of held-out couplets")
+    fig.tight_layout()
+    return fig
+
+
+def draw_calibrated(grid: pd.DataFrame, injection: pd.DataFrame):
+    if grid.empty:
+        return _empty("no calibration pairs (no planned-word supernodes)")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[3, 2])
+    c = grid[grid["chosen"]].iloc[0]
+    plot_calibration(axes[0], grid, bar=SUCCESS_BAR, ylabel="swap success (discovery couplets)",
+                     title=f"Calibration: chosen {c['form']}, k={c['k']} (red)")  # fmt: skip
+    rates = [injection["success"].mean(), injection["control_success"].mean()]
+    rates = [0.0 if pd.isna(r) else float(r) for r in rates]
+    axes[1].bar(["chosen swap", "random features"], rates, color=["#5B8DB8", "#BBBBBB"])
+    for x, v in enumerate(rates):
+        axes[1].text(x, v + 0.02, f"{v:.0%} (n={len(injection)})", ha="center", fontsize=8)
+    axes[1].axhline(0.7, color="grey", ls="--", lw=0.8)
+    axes[1].set(ylim=(0, 1.05), ylabel="held-out couplets ending in the injected word")
     fig.tight_layout()
     return fig
 

@@ -147,3 +147,17 @@ def plot_panel(panel: pd.DataFrame, palette=None, figsize=(10, 3.6)):
         ax.tick_params(axis="x", labelsize=7, labelrotation=20)
     fig.tight_layout()
     return fig
+
+
+def plot_calibration(ax, grid: pd.DataFrame, hue: str = "form", bar: float = 0.9, **labels):
+    """Success rate against supernode size ``k`` (log2 axis), one line per ``hue``; the chosen
+    point (``chosen`` column) circled in red, the calibration's bar dashed. ``labels`` go to
+    ``ax.set`` (xlabel, ylabel, title)."""
+    import seaborn as sns
+
+    sns.lineplot(data=grid, x="k", y="success_rate", hue=hue, marker="o", ax=ax)
+    chosen = grid[grid["chosen"]]
+    ax.scatter(chosen["k"], chosen["success_rate"], s=160, facecolors="none", edgecolors="red")
+    ax.axhline(bar, color="grey", lw=0.8, ls="--")
+    ax.set_xscale("log", base=2)
+    ax.set(ylim=(-0.02, 1.02), **{"xlabel": "supernode size k", **labels})

@@ -290,6 +290,11 @@ class PoemExperiment:
                 )
         return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
 
+    @property
+    def discovery(self) -> list[int]:
+        t = self.table
+        return [i for i, s in enumerate(t["split"]) if s == "discovery" and t["planned"][i]]
+
     def named_nodes(self, names: dict[str, tuple[str, str]]) -> dict[str, Supernode]:
         """``{name: (kind, word)}`` -> supernodes (``kind``: ``word`` or ``plan``) that exist."""
         out = {}

@@ -287,7 +287,8 @@ def run_swaps(context, lab) -> None:
 
 def draw_calibration(grid: pd.DataFrame):
     import matplotlib.pyplot as plt
-    import seaborn as sns
+
+    from llmbio.studies.experiments import plot_calibration
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     if grid.empty:
@@ -296,14 +297,10 @@ def draw_calibration(grid: pd.DataFrame):
             ax.set_axis_off()
         return fig
     for ax, (direction, part) in zip(axes, grid.groupby("direction", sort=False), strict=False):
-        sns.lineplot(data=part, x="k", y="success_rate", hue="form", marker="o", ax=ax,
-                     legend=ax is axes[-1])  # fmt: skip
-        chosen = part[part["chosen"]]
-        ax.scatter(chosen["k"], chosen["success_rate"], s=160, facecolors="none", edgecolors="red")
-        ax.axhline(SUCCESS_BAR, color="grey", lw=0.8, ls="--")
-        ax.set_xscale("log", base=2)
-        ax.set(xlabel="supernode size k", ylabel="success (calibration split)", ylim=(-0.02, 1.02))
-        ax.set_title(direction)
+        plot_calibration(ax, part, bar=SUCCESS_BAR, ylabel="success (calibration split)",
+                         title=direction)  # fmt: skip
+        if ax is not axes[-1] and ax.get_legend() is not None:
+            ax.get_legend().remove()
     if axes[-1].get_legend() is not None:
         axes[-1].legend(title="form", fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     c = grid[grid["chosen"]]

@@ -1,0 +1,123 @@
+"""The calibrated plan swap of the ``poems`` study (see ``studies/poems/analysis.py``).
+
+As in the multihop and refusal studies, the paper's edit (8 features, own plan x-2, donor plan at
+2x) is one point of a grid: supernode sizes and edit forms are tried on discovery couplets only,
+and the chosen one is then run on the held-out line form with a random-feature control.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+
+from llmbio.features.supernodes import Supernode
+from llmbio.interventions import Edit
+from llmbio.studies.planning import active_node, as_supernode, contrast, features_at, plan_swap
+from llmbio.studies.poems import PoemExperiment
+
+# The calibrated swap, as in the multihop and refusal studies: supernode sizes (per planned word
+# and per rhyme family) and edit forms tried on discovery couplets, the first size at which a
+# form reaches SUCCESS_BAR is kept. "paper": own plan x ablate, donor plan at 2x its newline
+# activation; "copy": every member of both plans set to the donor's value times the factor.
+CAL_SIZES = (8, 16, 32, 64, 128)
+CAL_FORMS = {"paper": ("scale", 2.0), "copy": ("copy", 1.0), "copy_x1.5": ("copy", 1.5),
+             "copy_x2": ("copy", 2.0)}  # fmt: skip
+SUCCESS_BAR = 0.9
+
+
+def plan_nodes(exp: PoemExperiment, top_k: int) -> dict[str, Supernode]:
+    """Each planned word's plan (word + rhyme family, ``top_k`` features each by contrast on
+    the discovery couplets)."""
+    t, disc = exp.table, exp.discovery
+    words = contrast(exp.acts[disc], [t["planned"][i] for i in disc], exp.F, top_k)
+    fams = [exp.poetry.family_of(t["planned"][i]) for i in disc]
+    families = contrast(exp.acts[disc], fams, exp.F, top_k)
+    out = {}
+    for w, members in words.items():
+        keys = dict.fromkeys(k for k, _ in [*members, *families.get(exp.poetry.family_of(w), [])])
+        if (node := as_supernode(f"{w}_plan", list(keys))) is not None:
+            out[w] = node
+    return out
+
+
+def form_edits(exp: PoemExperiment, i: int, q: str, nodes: dict, form: str) -> list[Edit]:
+    """Swap couplet ``i``'s plan for ``q``'s at the newline, in one of ``CAL_FORMS``."""
+    kind, factor = CAL_FORMS[form]
+    own, donor, nl = nodes.get(exp.table["planned"][i]), nodes[q], exp.cp.newline[i]
+    if kind == "scale":
+        values = features_at(exp.acts[exp.donor[q]], donor, exp.F)
+        return plan_swap(own, donor, values, factor, nl, exp.s.ablate)
+    keys = dict.fromkeys([*(own.features if own else ()), *donor.features])
+    both = as_supernode("swap", list(keys))
+    values = features_at(exp.acts[exp.donor[q]], both, exp.F)
+    return [Edit.inject(both, values, factor, positions=(nl,))]
+
+
+def swap_pairs(exp: PoemExperiment, rows: list[int], nodes: dict) -> list[tuple[int, str]]:
+    """(couplet, a planned word of another family whose donor is another couplet)."""
+    out = []
+    for k, i in enumerate(rows):
+        fam = exp.poetry.family_of(exp.table["planned"][i])
+        cands = sorted(w for w in nodes if exp.poetry.family_of(w) != fam)
+        cands = [w for w in cands if exp.donor.get(w) not in (None, i)]
+        if exp.table["planned"][i] in nodes and cands:
+            out.append((i, cands[(7 * k) % len(cands)]))
+    return out
+
+
+def calibrate(exp: PoemExperiment) -> tuple[pd.DataFrame, str, int]:
+    """Swap success on discovery couplets by size and form, sizes ascending, stopping after
+    the first size at which a form reaches ``SUCCESS_BAR``; the choice is that size and its
+    best form (else the best of the grid). Held-out couplets play no part."""
+    rows = []
+    for k in CAL_SIZES:
+        nodes = plan_nodes(exp, k)
+        pairs = swap_pairs(exp, exp.discovery, nodes)
+        for form in CAL_FORMS:
+            after = exp.lines([i for i, _ in pairs], [form_edits(exp, i, q, nodes, form)
+                                                       for i, q in pairs])  # fmt: skip
+            hits = [e == q for e, (_, q) in zip(after.end, pairs, strict=True)]
+            size = sum(len(nodes[q].features) for _, q in pairs) / max(len(pairs), 1)
+            rows.append(dict(form=form, k=k, n_cases=len(pairs), mean_features=size,
+                             success_rate=sum(hits) / max(len(hits), 1)))  # fmt: skip
+        if max(r["success_rate"] for r in rows) >= SUCCESS_BAR:
+            break
+    grid = pd.DataFrame(rows)
+    ok = grid[grid["success_rate"] >= SUCCESS_BAR]
+    best = (
+        ok.sort_values(["k", "success_rate"], ascending=[True, False], kind="stable")
+        if len(ok)
+        else grid.sort_values(["success_rate", "k"], ascending=[False, True], kind="stable")
+    ).iloc[0]
+    grid["chosen"] = (grid["form"] == best["form"]) & (grid["k"] == best["k"])
+    return grid, str(best["form"]), int(best["k"])
+
+
+def calibrated_injection(exp: PoemExperiment, form: str, k: int, seed: int = 0) -> pd.DataFrame:
+    """The chosen swap on every held-out couplet, and a control: the donor's plan replaced by
+    as many random features active at the recipient's or donor's newline (outside both
+    plans), same form."""
+    nodes, rng = plan_nodes(exp, k), random.Random(seed)
+    pairs = swap_pairs(exp, exp.evaluation, nodes)
+    edits, controls = [], []
+    for i, q in pairs:
+        edits.append(form_edits(exp, i, q, nodes, form))
+        planned = exp.table["planned"][i]
+        used = set(nodes[q].features) | set(nodes[planned].features if planned in nodes else ())
+        pool = set(active_node("a", exp.acts[i], exp.F).features)
+        pool |= set(active_node("b", exp.acts[exp.donor[q]], exp.F).features)
+        pool = sorted(pool - used)
+        fake = as_supernode(q, rng.sample(pool, min(len(nodes[q].features), len(pool))))
+        controls.append(form_edits(exp, i, q, {**nodes, q: fake}, form) if fake else [])
+    rows = [i for i, _ in pairs]
+    after, ctrl = exp.lines(rows, edits), exp.lines(rows, controls)
+    t = exp.table
+    return pd.DataFrame([
+        dict(first_word=t["first_word"][i], form=int(t["form"][i]), planned=t["planned"][i],
+             injected=q, edit_form=form, k=k, line_before=t["line2"][i],
+             line_after=after.text(j), end_after=after.end[j], success=after.end[j] == q,
+             lead_rewritten=(after.tokens[j] or [""])[0] in exp.poetry.leads[q],
+             control_end=ctrl.end[j], control_success=ctrl.end[j] == q)
+        for j, (i, q) in enumerate(pairs)
+    ])  # fmt: skip
