@@ -1,7 +1,8 @@
 """The ``llmbio`` command line: what the pipeline's rules do, one prompt at a time.
 
 ``llmbio trace --run organism --prompt "calc: 36+59="`` traces a prompt with the run's model
-and transcoder and writes the graph, its tables, viewer and figure to ``--out``.
+and transcoder and writes the graph, its tables, viewer and figure to ``--out``;
+``llmbio compare-audits results/a results/b`` shows which claims differ between two runs.
 """
 
 from __future__ import annotations
@@ -40,6 +41,20 @@ def _trace(args) -> None:
     print(f"graphs written to {out} (open the .html files in a browser)")
 
 
+def _compare(args) -> None:
+    import pandas as pd
+
+    from llmbio.audit_compare import compare_audits
+
+    summary, changed = compare_audits(args.runs)
+    with pd.option_context("display.width", 200, "display.max_columns", None):
+        print("claims passed / applicable, per study and run:")
+        print(summary.to_string())
+        print(f"\n{len(changed)} claims whose status differs between the runs:")
+        if len(changed):
+            print(changed.to_string(index=False))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="llmbio", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results root (default: results)")
@@ -51,6 +66,11 @@ def main(argv: list[str] | None = None) -> None:
     tr.add_argument("--max-feature-nodes", type=int, default=None)
     tr.add_argument("--threads", type=int, default=2)
     tr.set_defaults(func=_trace)
+    cmp = sub.add_parser(
+        "compare-audits", help="audits of several runs side by side (claims that moved)"
+    )
+    cmp.add_argument("runs", nargs="+", help="run folders holding audit.parquet (>= 2)")
+    cmp.set_defaults(func=_compare)
     iv = sub.add_parser("intervene", help="edit features on the real forward pass", add_help=False)
     iv.set_defaults(func=None)
     args, rest = parser.parse_known_args(argv)

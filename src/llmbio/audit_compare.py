@@ -1,0 +1,60 @@
+"""Two or more audits side by side: which claims a change of config, transcoder or seed moved.
+
+The same study can pass with one transcoder and fail with another comparably good one; a
+reader should see that rather than one run's verdict. :func:`compare_audits` reads each run's
+``audit.parquet`` (written by :func:`llmbio.audit.run_audit`) and returns the pass counts per
+study and run, and every claim whose status differs between the runs, with the measured values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from llmbio.studies.claims import NOT_APPLICABLE
+
+
+def load_audit(run_dir: str | Path) -> pd.DataFrame:
+    path = Path(run_dir) / "audit.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: run the pipeline (its `audit` rule) for {run_dir} first"
+        )
+    return pd.read_parquet(path)
+
+
+def run_labels(runs: Sequence[str | Path]) -> list[str]:
+    """Each run's folder name, or its whole path where two runs share a name."""
+    names = [Path(r).name for r in runs]
+    return names if len(set(names)) == len(names) else [str(r) for r in runs]
+
+
+def compare_audits(runs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(summary, changed)`` for two or more run folders.
+
+    ``summary``: one row per study, one column per run, ``"passed/applicable"`` claims (the
+    ``all`` row sums them). ``changed``: one row per claim measured in every run whose status
+    is not the same in all of them, with ``<run>: measured`` and ``<run>: status`` columns.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"compare at least two runs, got {len(runs)}")
+    labels = run_labels(runs)
+    claims = {}
+    for label, run in zip(labels, runs, strict=True):
+        audit = load_audit(run)
+        audit = audit[(audit["kind"] == "claim") & (audit["status"] != NOT_APPLICABLE)]
+        claims[label] = audit.set_index(["study", "item"])[["measured", "status", "passed"]]
+    summary = pd.DataFrame({
+        label: c.groupby(level="study")["passed"].agg(lambda p: f"{p.sum()}/{len(p)}")
+        for label, c in claims.items()
+    })  # fmt: skip
+    summary.loc["all"] = [f"{c['passed'].sum()}/{len(c)}" for c in claims.values()]
+    joined = pd.concat(
+        {label: c[["measured", "status"]] for label, c in claims.items()}, axis=1, join="inner"
+    )
+    statuses = joined.xs("status", axis=1, level=1)
+    changed = joined[statuses.nunique(axis=1) > 1]
+    changed.columns = [f"{label}: {col}" for label, col in changed.columns]
+    return summary.rename_axis("study").fillna("-"), changed.reset_index()
