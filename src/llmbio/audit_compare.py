@@ -40,17 +40,16 @@ def compare_audits(runs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFra
     """
     if len(runs) < 2:
         raise ValueError(f"compare at least two runs, got {len(runs)}")
+    if len({Path(r).resolve() for r in runs}) < len(runs):
+        raise ValueError(f"a run is listed twice: {[str(r) for r in runs]}")
     labels = run_labels(runs)
     claims = {}
     for label, run in zip(labels, runs, strict=True):
         audit = load_audit(run)
-        audit = audit[(audit["kind"] == "claim") & (audit["status"] != NOT_APPLICABLE)]
-        claims[label] = audit.set_index(["study", "item"])[["measured", "status", "passed"]]
-    summary = pd.DataFrame({
-        label: c.groupby(level="study")["passed"].agg(lambda p: f"{p.sum()}/{len(p)}")
-        for label, c in claims.items()
-    })  # fmt: skip
-    summary.loc["all"] = [f"{c['passed'].sum()}/{len(c)}" for c in claims.values()]
+        claims[label] = audit[audit["kind"] == "claim"].set_index(["study", "item"])
+    summary = pd.DataFrame({name: _passed(c.groupby(level="study")) for name, c in claims.items()})
+    summary.loc["all"] = [_passed(c.groupby(lambda _: "all")).iloc[0] for c in claims.values()]
+    # a claim that became not_applicable (another prompt family) also counts as moved
     joined = pd.concat(
         {label: c[["measured", "status"]] for label, c in claims.items()}, axis=1, join="inner"
     )
@@ -58,3 +57,9 @@ def compare_audits(runs: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFra
     changed = joined[statuses.nunique(axis=1) > 1]
     changed.columns = [f"{label}: {col}" for label, col in changed.columns]
     return summary.rename_axis("study").fillna("-"), changed.reset_index()
+
+
+def _passed(groups) -> pd.Series:
+    """``"passed/applicable"`` per group of claims (not_applicable claims are neither)."""
+    return groups.apply(lambda c: f"{c['passed'][c['status'] != NOT_APPLICABLE].sum()}/"
+                                  f"{(c['status'] != NOT_APPLICABLE).sum()}")  # fmt: skip

@@ -49,6 +49,7 @@ from llmbio.studies.multilingual import (
     top_features,
 )
 from llmbio.studies.multilingual_swaps import (
+    SUCCESS_BAR,
     SwapRunner,
     calibrate,
     language_cases,
@@ -334,7 +335,7 @@ def draw_swaps(swaps: pd.DataFrame, calibration: pd.DataFrame):
         sns.barplot(data=moved, x="pair", y="value", hue="answer", errorbar=None, ax=axes[1])
         axes[1].set(ylabel="share of language swaps", xlabel="", ylim=(0, 1.05))
         axes[1].set_title("answer in the target language / the expected antonym", fontsize=9)
-    plot_calibration(axes[2], calibration, hue="swap",
+    plot_calibration(axes[2], calibration, hue="swap", bar=SUCCESS_BAR,
                      ylabel="lowest success over languages (calibration)")  # fmt: skip
     fig.tight_layout()
     return fig

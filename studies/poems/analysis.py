@@ -57,6 +57,7 @@ from llmbio.studies.poems import PoemExperiment, Settings
 TOP_K = 8
 ABLATE = -2.0
 INJECT = 2.0
+PAPER_INJECTION = 0.7  # the paper's injection success over 25 poems (the claims' threshold)
 STRENGTHS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)  # injection multipliers of the strength sweep
 N_SWEEP = 25  # couplets in the position sweep (the paper's 25 poems)
 SHOWCASE = ("habit", "night")  # line-1 end words of the example couplets (form 0)
@@ -222,16 +223,16 @@ def draw_rates(suppression: pd.DataFrame, injection: pd.DataFrame):
     ax.bar(names, values, color=["#8FB996", "#5B8DB8"])
     for x, (v, s) in enumerate(zip(values, rates.values(), strict=True)):
         ax.text(x, v + 0.02, f"{v:.0%} (n={len(s)})", ha="center", fontsize=8)
-    ax.axhline(0.7, color="grey", ls="--", lw=0.8)
-    ax.text(1.45, 0.71, "paper: 70%", fontsize=7, ha="right", color="grey")
+    ax.axhline(PAPER_INJECTION, color="grey", ls="--", lw=0.8)
+    ax.text(1.45, PAPER_INJECTION + 0.01, "paper: 70%", fontsize=7, ha="right", color="grey")
     ax.set(ylim=(0, 1.05), ylabel="share of held-out couplets")
     fig.tight_layout()
     return fig
 
 
 def draw_calibrated(grid: pd.DataFrame, injection: pd.DataFrame):
-    if grid.empty:
-        return _empty("no calibration pairs (no planned-word supernodes)")
+    if grid.empty or injection.empty or not grid["n_cases"].any():
+        return _empty("no swap pairs (no planned-word supernodes)")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[3, 2])
     c = grid[grid["chosen"]].iloc[0]
     plot_calibration(axes[0], grid, bar=SUCCESS_BAR, ylabel="swap success (discovery couplets)",
@@ -241,7 +242,7 @@ def draw_calibrated(grid: pd.DataFrame, injection: pd.DataFrame):
     axes[1].bar(["chosen swap", "random features"], rates, color=["#5B8DB8", "#BBBBBB"])
     for x, v in enumerate(rates):
         axes[1].text(x, v + 0.02, f"{v:.0%} (n={len(injection)})", ha="center", fontsize=8)
-    axes[1].axhline(0.7, color="grey", ls="--", lw=0.8)
+    axes[1].axhline(PAPER_INJECTION, color="grey", ls="--", lw=0.8)
     axes[1].set(ylim=(0, 1.05), ylabel="held-out couplets ending in the injected word")
     fig.tight_layout()
     return fig

@@ -54,11 +54,22 @@ def test_summary_counts_applicable_claims_and_changed_lists_moved_ones(runs):
     assert changed[f"{labels[1]}: status"].tolist() == ["fail"]
 
 
+def test_a_claim_becoming_not_applicable_counts_as_moved(tmp_path):
+    a = _audit(tmp_path / "a", [("claim", "s", "x", 1.0, "pass"), ("claim", "s", "y", 1.0, "pass")])
+    b = _audit(tmp_path / "b", [("claim", "s", "x", None, "not_applicable"),
+                                ("claim", "s", "y", 1.0, "pass")])  # fmt: skip
+    summary, changed = compare_audits([a, b])
+    assert summary.loc["s"].tolist() == ["2/2", "1/1"]
+    assert changed["item"].tolist() == ["x"] and changed["b: status"].tolist() == ["not_applicable"]
+
+
 def test_missing_audit_and_single_run_fail_clearly(runs, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"audit.parquet is missing.*audit"):
         compare_audits([runs[0], tmp_path / "nowhere"])
     with pytest.raises(ValueError, match="at least two runs"):
         compare_audits([runs[0]])
+    with pytest.raises(ValueError, match="listed twice"):
+        compare_audits([runs[0], runs[0]])
 
 
 def test_command_line_prints_both_tables(runs, capsys):

@@ -99,3 +99,15 @@ def test_per_layer_decoders_write_only_to_their_own_layer():
     out = fused.decode(code, weights)
     for t in range(L):
         torch.testing.assert_close(out[t], code.dense()[t] @ weights[t][:, 0])
+
+
+def test_pre_activation_penalty_vanishes_when_every_feature_fires():
+    """It is computed as a difference of sums over all tokens; it must not come out negative
+    or non-zero by rounding when no feature is below its threshold."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(L, 512, D, generator=gen) + 1.0  # float32, all pre-activations >= 1
+    enc = torch.rand(L, F, D, generator=gen)
+    norm = torch.ones(L, F, requires_grad=True)
+    _, _, pre = fused.encode(x, enc, torch.zeros(L, F), torch.full((L, F), -3.0), norm, C, BW)
+    pre.backward()
+    assert pre.item() == 0.0 and (norm.grad == 0).all()

@@ -16,14 +16,18 @@ from llmbio.interventions import Edit
 from llmbio.studies.planning import active_node, as_supernode, contrast, features_at, plan_swap
 from llmbio.studies.poems import PoemExperiment
 
-# The calibrated swap, as in the multihop and refusal studies: supernode sizes (per planned word
-# and per rhyme family) and edit forms tried on discovery couplets, the first size at which a
-# form reaches SUCCESS_BAR is kept. "paper": own plan x ablate, donor plan at 2x its newline
-# activation; "copy": every member of both plans set to the donor's value times the factor.
+# The paper's single edit (8 features, own plan x-2, donor plan at 2x) moved few lines on the
+# organism, as it moved few states and refusals in those studies; larger supernodes and a
+# position-aligned copy of the donor's values ("copy": both plans' members set to the donor's
+# value times the factor) are the same grid those studies calibrate over.
 CAL_SIZES = (8, 16, 32, 64, 128)
 CAL_FORMS = {"paper": ("scale", 2.0), "copy": ("copy", 1.0), "copy_x1.5": ("copy", 1.5),
              "copy_x2": ("copy", 2.0)}  # fmt: skip
 SUCCESS_BAR = 0.9
+CALIBRATED_COLUMNS = [
+    "first_word", "form", "planned", "injected", "edit_form", "k", "line_before", "line_after",
+    "end_after", "success", "lead_rewritten", "control_end", "control_success",
+]  # fmt: skip
 
 
 def plan_nodes(exp: PoemExperiment, top_k: int) -> dict[str, Supernode]:
@@ -44,11 +48,11 @@ def plan_nodes(exp: PoemExperiment, top_k: int) -> dict[str, Supernode]:
 def form_edits(exp: PoemExperiment, i: int, q: str, nodes: dict, form: str) -> list[Edit]:
     """Swap couplet ``i``'s plan for ``q``'s at the newline, in one of ``CAL_FORMS``."""
     kind, factor = CAL_FORMS[form]
-    own, donor, nl = nodes.get(exp.table["planned"][i]), nodes[q], exp.cp.newline[i]
+    own, donor, nl = nodes[exp.table["planned"][i]], nodes[q], exp.cp.newline[i]
     if kind == "scale":
         values = features_at(exp.acts[exp.donor[q]], donor, exp.F)
         return plan_swap(own, donor, values, factor, nl, exp.s.ablate)
-    keys = dict.fromkeys([*(own.features if own else ()), *donor.features])
+    keys = dict.fromkeys([*own.features, *donor.features])
     both = as_supernode("swap", list(keys))
     values = features_at(exp.acts[exp.donor[q]], both, exp.F)
     return [Edit.inject(both, values, factor, positions=(nl,))]
@@ -96,28 +100,27 @@ def calibrate(exp: PoemExperiment) -> tuple[pd.DataFrame, str, int]:
 
 def calibrated_injection(exp: PoemExperiment, form: str, k: int, seed: int = 0) -> pd.DataFrame:
     """The chosen swap on every held-out couplet, and a control: the donor's plan replaced by
-    as many random features active at the recipient's or donor's newline (outside both
-    plans), same form."""
+    as many random features active at the donor's newline outside both plans, same form
+    (``control_success`` NaN where the donor has no such feature)."""
     nodes, rng = plan_nodes(exp, k), random.Random(seed)
     pairs = swap_pairs(exp, exp.evaluation, nodes)
     edits, controls = [], []
     for i, q in pairs:
         edits.append(form_edits(exp, i, q, nodes, form))
-        planned = exp.table["planned"][i]
-        used = set(nodes[q].features) | set(nodes[planned].features if planned in nodes else ())
-        pool = set(active_node("a", exp.acts[i], exp.F).features)
-        pool |= set(active_node("b", exp.acts[exp.donor[q]], exp.F).features)
-        pool = sorted(pool - used)
+        used = set(nodes[q].features) | set(nodes[exp.table["planned"][i]].features)
+        pool = sorted(set(active_node("donor", exp.acts[exp.donor[q]], exp.F).features) - used)
         fake = as_supernode(q, rng.sample(pool, min(len(nodes[q].features), len(pool))))
-        controls.append(form_edits(exp, i, q, {**nodes, q: fake}, form) if fake else [])
+        controls.append(form_edits(exp, i, q, {**nodes, q: fake}, form) if fake else None)
     rows = [i for i, _ in pairs]
-    after, ctrl = exp.lines(rows, edits), exp.lines(rows, controls)
+    after = exp.lines(rows, edits)
+    ctrl = exp.lines(rows, [c or [] for c in controls])
     t = exp.table
     return pd.DataFrame([
         dict(first_word=t["first_word"][i], form=int(t["form"][i]), planned=t["planned"][i],
              injected=q, edit_form=form, k=k, line_before=t["line2"][i],
              line_after=after.text(j), end_after=after.end[j], success=after.end[j] == q,
              lead_rewritten=(after.tokens[j] or [""])[0] in exp.poetry.leads[q],
-             control_end=ctrl.end[j], control_success=ctrl.end[j] == q)
+             control_end=ctrl.end[j] if controls[j] else None,
+             control_success=float(ctrl.end[j] == q) if controls[j] else float("nan"))
         for j, (i, q) in enumerate(pairs)
-    ])  # fmt: skip
+    ], columns=CALIBRATED_COLUMNS)  # fmt: skip

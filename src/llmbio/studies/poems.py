@@ -100,6 +100,7 @@ class PoemExperiment:
         at = {k: [a[:, k] for a in self.all_acts] for k in (-1, -3)}  # newline, line-1 end
         self.acts = _stack(at[-1], clt)
         disc = [i for i, s in enumerate(cp.table["split"]) if s == "discovery" and planned[i]]
+        self.discovery = disc  # couplets the supernodes and the swap calibration are found on
         top_k = settings.top_k
         self.words = contrast(self.acts[disc], [planned[i] for i in disc], self.F, top_k)
         self.families = contrast(self.acts[disc], [family[i] for i in disc], self.F, top_k)
@@ -289,11 +290,6 @@ class PoemExperiment:
                     )
                 )
         return pd.DataFrame(rows, columns=EXAMPLE_COLUMNS)
-
-    @property
-    def discovery(self) -> list[int]:
-        t = self.table
-        return [i for i, s in enumerate(t["split"]) if s == "discovery" and t["planned"][i]]
 
     def named_nodes(self, names: dict[str, tuple[str, str]]) -> dict[str, Supernode]:
         """``{name: (kind, word)}`` -> supernodes (``kind``: ``word`` or ``plan``) that exist."""

@@ -78,9 +78,11 @@ class _Encode(torch.autograd.Function):
         t = torch.tanh(acts * (c * dec_norm[layer, feat]))
         flat = layer * theta.shape[1] + feat
         n_active = _per_feature(flat, active.to(h.dtype), theta.shape)
-        # sum of (theta - h) over inactive tokens = theta * #inactive - (sum h - sum active h)
-        inactive_h = h.sum(1) - _per_feature(flat, acts, theta.shape)
-        below_sum = theta * (n_tokens - n_active) - inactive_h
+        # sum of (theta - h) over inactive tokens = theta * #inactive - (sum h - sum active h),
+        # in float64: the difference of two large sums would otherwise lose the small remainder
+        wide = torch.float64
+        inactive_h = h.sum(1, dtype=wide) - _per_feature(flat, acts.to(wide), theta.shape)
+        below_sum = (theta * (n_tokens - n_active) - inactive_h).clamp_min(0).to(h.dtype)
         ctx.save_for_backward(x, w_enc, theta, dec_norm, token, flat, active, acts, t, h_kept)
         ctx.extra = (c, bandwidth, n_active, below_sum)
         ctx.mark_non_differentiable(layer, token, feat)
