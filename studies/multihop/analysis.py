@@ -35,6 +35,7 @@ from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
 from llmbio.studies import multihop_swaps as ms
 from llmbio.studies.experiments import (
+    best_calibration,
     load_label_scores,
     plot_calibration,
     plot_panel,
@@ -106,12 +107,7 @@ def calibrate(model, clt, tok, world: World, runs: ms.CityRuns, ranking: dict):
         if max(r["success_rate"] for r in rows) >= ms.SUCCESS_BAR:
             break
     grid = pd.DataFrame(rows)
-    ok = grid[grid["success_rate"] >= ms.SUCCESS_BAR]
-    best = (
-        ok.sort_values(["k", "success_rate"], ascending=[True, False])
-        if len(ok)
-        else grid.sort_values(["success_rate", "k"], ascending=[False, True])
-    ).iloc[0]
+    best = best_calibration(grid, ms.SUCCESS_BAR)
     grid["chosen"] = (grid["form"] == best["form"]) & (grid["k"] == best["k"])
     return grid, best["form"], int(best["k"])
 

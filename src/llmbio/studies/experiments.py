@@ -161,3 +161,13 @@ def plot_calibration(ax, grid: pd.DataFrame, hue: str = "form", bar: float = 0.9
     ax.axhline(bar, color="grey", lw=0.8, ls="--")
     ax.set_xscale("log", base=2)
     ax.set(ylim=(-0.02, 1.02), **{"xlabel": "supernode size k", **labels})
+
+
+def best_calibration(grid: pd.DataFrame, bar: float) -> pd.Series:
+    """The row a calibration keeps from ``grid`` (columns ``form``, ``k``, ``success_rate``):
+    the smallest ``k`` at which some form reaches ``bar``, with its most successful form; if
+    none does, the most successful row, smaller ``k`` first. Ties keep the grid's order."""
+    ok = grid[grid["success_rate"] >= bar]
+    if len(ok):
+        return ok.sort_values(["k", "success_rate"], ascending=[True, False], kind="stable").iloc[0]
+    return grid.sort_values(["success_rate", "k"], ascending=[False, True], kind="stable").iloc[0]

@@ -13,6 +13,7 @@ import pandas as pd
 
 from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
+from llmbio.studies.experiments import best_calibration
 from llmbio.studies.planning import active_node, as_supernode, contrast, features_at, plan_swap
 from llmbio.studies.poems import PoemExperiment
 
@@ -88,12 +89,7 @@ def calibrate(exp: PoemExperiment) -> tuple[pd.DataFrame, str, int]:
         if max(r["success_rate"] for r in rows) >= SUCCESS_BAR:
             break
     grid = pd.DataFrame(rows)
-    ok = grid[grid["success_rate"] >= SUCCESS_BAR]
-    best = (
-        ok.sort_values(["k", "success_rate"], ascending=[True, False], kind="stable")
-        if len(ok)
-        else grid.sort_values(["success_rate", "k"], ascending=[False, True], kind="stable")
-    ).iloc[0]
+    best = best_calibration(grid, SUCCESS_BAR)
     grid["chosen"] = (grid["form"] == best["form"]) & (grid["k"] == best["k"])
     return grid, str(best["form"]), int(best["k"])
 

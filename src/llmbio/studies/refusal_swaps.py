@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 
 from llmbio.interventions.batched import DenseEdits, run_batch
+from llmbio.studies.experiments import best_calibration
 
 K_GRID = (8, 16, 32, 64, 128)  # supernode sizes tried, in this order
 FORMS = {  # name -> (kind, multiplier of the donor values, first position edited)
@@ -217,12 +218,7 @@ def calibrate(lab, ranked, donor_acts) -> tuple[pd.DataFrame, str, int]:
     joint = _joint(grid)
     if joint.empty:
         return grid.assign(chosen=False), "paper", K_GRID[0]
-    ok = joint[joint["success_rate"] >= SUCCESS_BAR]
-    best = (
-        ok.sort_values(["k", "success_rate"], ascending=[True, False])
-        if len(ok)
-        else joint.sort_values(["success_rate", "k"], ascending=[False, True])
-    ).iloc[0]
+    best = best_calibration(joint, SUCCESS_BAR)
     grid["chosen"] = (grid["form"] == best["form"]) & (grid["k"] == best["k"])
     return grid, str(best["form"]), int(best["k"])
 
