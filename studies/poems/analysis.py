@@ -237,11 +237,11 @@ def draw_calibrated(grid: pd.DataFrame, injection: pd.DataFrame):
     c = grid[grid["chosen"]].iloc[0]
     plot_calibration(axes[0], grid, bar=SUCCESS_BAR, ylabel="swap success (discovery couplets)",
                      title=f"Calibration: chosen {c['form']}, k={c['k']} (red)")  # fmt: skip
-    rates = [injection["success"].mean(), injection["control_success"].mean()]
-    rates = [0.0 if pd.isna(r) else float(r) for r in rates]
+    outcomes = [injection["success"].astype(float), injection["control_success"]]
+    rates = [0.0 if pd.isna(o.mean()) else float(o.mean()) for o in outcomes]
     axes[1].bar(["chosen swap", "random features"], rates, color=["#5B8DB8", "#BBBBBB"])
-    for x, v in enumerate(rates):
-        axes[1].text(x, v + 0.02, f"{v:.0%} (n={len(injection)})", ha="center", fontsize=8)
+    for x, (v, o) in enumerate(zip(rates, outcomes, strict=True)):
+        axes[1].text(x, v + 0.02, f"{v:.0%} (n={o.count()})", ha="center", fontsize=8)
     axes[1].axhline(PAPER_INJECTION, color="grey", ls="--", lw=0.8)
     axes[1].set(ylim=(0, 1.05), ylabel="held-out couplets ending in the injected word")
     fig.tight_layout()

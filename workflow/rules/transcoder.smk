@@ -35,8 +35,8 @@ rule train_transcoder:
         f"{R}/logs/train_transcoder_{{kind}}.log",
     benchmark:
         f"{R}/benchmarks/train_transcoder_{{kind}}.tsv"
-    # everything downstream waits for the CLT; the PLT is only compared with it, so it takes
-    # an analysis job's threads and runs beside the studies instead of before them
+    # the same thread counts as llmbio.stages.transcoder.train_stage uses: the PLT takes an
+    # analysis job's and runs beside the studies instead of before them
     threads: lambda wc: CFG.train.threads if wc.kind == "clt" else CFG.trace.threads
     resources:
         mem_mb=4000,

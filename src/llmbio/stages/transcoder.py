@@ -83,9 +83,11 @@ def train_stage(
     log_path,
     work_dir,
     cross_layer: bool = True,
-    threads: int | None = None,
 ) -> None:
-    torch.set_num_threads(threads or cfg.train.threads)
+    # the CLT gates everything downstream and gets the training threads; the PLT, only compared
+    # with it, gets an analysis job's (its rule runs beside the studies). From the config, not
+    # --cores: the thread count changes float rounding, and one config must give one transcoder
+    torch.set_num_threads(cfg.train.threads if cross_layer else cfg.trace.threads)
     tc = dataclasses.replace(cfg.transcoder, cross_layer=cross_layer)
     start = time.perf_counter()
     clt = train_transcoder(ActivationReader(cache_dir), tc, work_dir)

@@ -15,7 +15,7 @@ from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
 from llmbio.studies.experiments import best_calibration
 from llmbio.studies.planning import active_node, as_supernode, contrast, features_at, plan_swap
-from llmbio.studies.poems import PoemExperiment
+from llmbio.studies.poems import PoemExperiment, plan_supernodes
 
 # The paper's single edit (8 features, own plan x-2, donor plan at 2x) moved few lines on the
 # organism, as it moved few states and refusals in those studies; larger supernodes and a
@@ -32,18 +32,12 @@ CALIBRATED_COLUMNS = [
 
 
 def plan_nodes(exp: PoemExperiment, top_k: int) -> dict[str, Supernode]:
-    """Each planned word's plan (word + rhyme family, ``top_k`` features each by contrast on
-    the discovery couplets)."""
+    """Each planned word's plan at ``top_k`` features per word and per rhyme family, by
+    contrast on the discovery couplets."""
     t, disc = exp.table, exp.discovery
     words = contrast(exp.acts[disc], [t["planned"][i] for i in disc], exp.F, top_k)
     fams = [exp.poetry.family_of(t["planned"][i]) for i in disc]
-    families = contrast(exp.acts[disc], fams, exp.F, top_k)
-    out = {}
-    for w, members in words.items():
-        keys = dict.fromkeys(k for k, _ in [*members, *families.get(exp.poetry.family_of(w), [])])
-        if (node := as_supernode(f"{w}_plan", list(keys))) is not None:
-            out[w] = node
-    return out
+    return plan_supernodes(words, contrast(exp.acts[disc], fams, exp.F, top_k), exp.poetry)
 
 
 def form_edits(exp: PoemExperiment, i: int, q: str, nodes: dict, form: str) -> list[Edit]:
@@ -53,22 +47,9 @@ def form_edits(exp: PoemExperiment, i: int, q: str, nodes: dict, form: str) -> l
     if kind == "scale":
         values = features_at(exp.acts[exp.donor[q]], donor, exp.F)
         return plan_swap(own, donor, values, factor, nl, exp.s.ablate)
-    keys = dict.fromkeys([*own.features, *donor.features])
-    both = as_supernode("swap", list(keys))
+    both = as_supernode("swap", [*own.features, *donor.features])
     values = features_at(exp.acts[exp.donor[q]], both, exp.F)
     return [Edit.inject(both, values, factor, positions=(nl,))]
-
-
-def swap_pairs(exp: PoemExperiment, rows: list[int], nodes: dict) -> list[tuple[int, str]]:
-    """(couplet, a planned word of another family whose donor is another couplet)."""
-    out = []
-    for k, i in enumerate(rows):
-        fam = exp.poetry.family_of(exp.table["planned"][i])
-        cands = sorted(w for w in nodes if exp.poetry.family_of(w) != fam)
-        cands = [w for w in cands if exp.donor.get(w) not in (None, i)]
-        if exp.table["planned"][i] in nodes and cands:
-            out.append((i, cands[(7 * k) % len(cands)]))
-    return out
 
 
 def calibrate(exp: PoemExperiment) -> tuple[pd.DataFrame, str, int]:
@@ -78,7 +59,7 @@ def calibrate(exp: PoemExperiment) -> tuple[pd.DataFrame, str, int]:
     rows = []
     for k in CAL_SIZES:
         nodes = plan_nodes(exp, k)
-        pairs = swap_pairs(exp, exp.discovery, nodes)
+        pairs = exp.pairs(exp.discovery, nodes)
         for form in CAL_FORMS:
             after = exp.lines([i for i, _ in pairs], [form_edits(exp, i, q, nodes, form)
                                                        for i, q in pairs])  # fmt: skip
@@ -99,7 +80,7 @@ def calibrated_injection(exp: PoemExperiment, form: str, k: int, seed: int = 0) 
     as many random features active at the donor's newline outside both plans, same form
     (``control_success`` NaN where the donor has no such feature)."""
     nodes, rng = plan_nodes(exp, k), random.Random(seed)
-    pairs = swap_pairs(exp, exp.evaluation, nodes)
+    pairs = exp.pairs(exp.evaluation, nodes)
     edits, controls = [], []
     for i, q in pairs:
         edits.append(form_edits(exp, i, q, nodes, form))

@@ -109,11 +109,7 @@ class PoemExperiment:
         self.word_node = {
             w: as_supernode(f"{w}_word", [k for k, _ in m]) for w, m in self.words.items()
         }
-        self.plan_node = {
-            w: as_supernode(f"{w}_plan", [k for k, _ in [*m, *self.families[fam]]])
-            for w, m in self.words.items()
-            if (fam := poetry.family_of(w)) in self.families
-        }
+        self.plan_node = plan_supernodes(self.words, self.families, poetry)
         self.donor = {w: next(i for i in disc if planned[i] == w) for w in self.words}
 
     @property
@@ -187,14 +183,20 @@ class PoemExperiment:
             )
         return pd.DataFrame(out, columns=SUPPRESSION_COLUMNS)
 
-    def pairs(self) -> list[tuple[int, str]]:
-        """(held-out couplet, a planned word of another family to inject), one per couplet."""
+    def pairs(self, rows: list[int] | None = None, nodes: dict | None = None):
+        """(couplet, a planned word of another family to inject, whose donor is another
+        couplet), one per couplet of ``rows`` (default: the held-out ones) that has a plan in
+        ``nodes`` (default: ``plan_node``)."""
+        rows = self.evaluation if rows is None else rows
+        nodes = self.plan_node if nodes is None else nodes
         out = []
-        for k, i in enumerate(self.evaluation):
+        for k, i in enumerate(rows):
             planned = self.table["planned"][i]
             fam = self.poetry.family_of(planned) if planned else None
-            cands = sorted(w for w in self.plan_node if self.poetry.family_of(w) != fam)
-            if planned in self.plan_node and cands:
+            cands = sorted(
+                w for w in nodes if self.poetry.family_of(w) != fam and self.donor[w] != i
+            )
+            if planned in nodes and cands:
                 out.append((i, cands[(7 * k) % len(cands)]))  # spread over the candidates
         return out
 
@@ -299,6 +301,17 @@ class PoemExperiment:
             if node is not None:
                 out[name] = Supernode(name, node.features)
         return out
+
+
+def plan_supernodes(words: dict, families: dict, poetry) -> dict[str, Supernode]:
+    """Each planned word's plan: its own contrast features and its rhyme family's (``words`` /
+    ``families``: :func:`llmbio.studies.planning.contrast` results); words without any left out."""
+    out = {}
+    for w, members in words.items():
+        keys = [k for k, _ in [*members, *families.get(poetry.family_of(w), [])]]
+        if (node := as_supernode(f"{w}_plan", keys)) is not None:
+            out[w] = node
+    return out
 
 
 def _stack(rows: list, clt) -> torch.Tensor:

@@ -83,7 +83,8 @@ class _Encode(torch.autograd.Function):
         wide = torch.float64
         inactive_h = h.sum(1, dtype=wide) - _per_feature(flat, acts.to(wide), theta.shape)
         below_sum = (theta * (n_tokens - n_active) - inactive_h).clamp_min(0).to(h.dtype)
-        ctx.save_for_backward(x, w_enc, theta, dec_norm, token, flat, active, acts, t, h_kept)
+        saved = (x, w_enc, theta, dec_norm, layer, token, feat, flat, active, acts, t, h_kept)
+        ctx.save_for_backward(*saved)
         ctx.extra = (c, bandwidth, n_active, below_sum)
         ctx.mark_non_differentiable(layer, token, feat)
         sparsity = t.sum() / n_tokens
@@ -92,7 +93,9 @@ class _Encode(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, _gl, _gt, _gf, g_acts, g_sparsity, g_pre):
-        x, w_enc, theta, dec_norm, token, flat, active, acts, t, h_kept = ctx.saved_tensors
+        x, w_enc, theta, dec_norm, layer, token, feat, flat, active, acts, t, h_kept = (
+            ctx.saved_tensors
+        )
         c, bw, n_active, below_sum = ctx.extra
         n_layers, n_tokens, _ = x.shape
         shape = theta.shape
@@ -104,14 +107,14 @@ class _Encode(torch.autograd.Function):
         below = -k_pre * dec_norm  # (L, F): the pre-activation gradient of every inactive entry
         # active entries' pre-activation gradient, minus the `below` that the closed form adds
         excess = torch.where(active, g_a - below.flatten()[flat], 0)
-        layer = torch.div(flat, shape[1], rounding_mode="floor")
         grads = [None] * 7
         if ctx.needs_input_grad[0]:
             g_h = below.unsqueeze(1).expand(n_layers, n_tokens, shape[1]).clone()
-            g_h[layer, token, flat % shape[1]] += excess
+            g_h[layer, token, feat] += excess
             grads[0] = torch.bmm(g_h, w_enc)
         g_w = below.unsqueeze(-1) * x.sum(1).unsqueeze(1)  # (L, F, D)
-        grads[1] = g_w + _excess_times_inputs(excess, active, layer, token, flat, x, shape)
+        entries = (layer, token, feat)
+        grads[1] = g_w + _excess_times_inputs(excess, active, entries, x, shape[1])
         grads[2] = n_tokens * below + _per_feature(flat, excess, shape)
         window = (h_kept - theta.flatten()[flat]).abs() < bw / 2
         g_theta = -(theta / bw) * _per_feature(flat, g_a * window, shape)
@@ -121,18 +124,20 @@ class _Encode(torch.autograd.Function):
         return tuple(grads)
 
 
-def _excess_times_inputs(excess, active, layer, token, flat, x, shape) -> torch.Tensor:
-    """``(L, F, D)``: sum over active entries of ``excess * x[layer, token]`` into their feature."""
+def _excess_times_inputs(excess, active, entries, x, n_features: int) -> torch.Tensor:
+    """``(L, F, D)``: sum over active entries of ``excess * x[layer, token]`` into their feature
+    (``entries``: the kept entries' layer, token and feature indices)."""
+    layer, token, feat = entries
     n_layers, n_tokens, d = x.shape
-    if active.numel() > SPARSE_DENSITY * n_layers * n_tokens * shape[1]:
-        dense = excess.new_zeros(n_layers, n_tokens, shape[1])
-        dense[layer, token, flat % shape[1]] = excess
+    if active.numel() > SPARSE_DENSITY * n_layers * n_tokens * n_features:
+        dense = excess.new_zeros(n_layers, n_tokens, n_features)
+        dense[layer, token, feat] = excess
         return torch.bmm(dense.transpose(1, 2), x)
     on = active.nonzero().squeeze(1)
-    index = torch.stack([flat[on], layer[on] * n_tokens + token[on]])
-    size = (n_layers * shape[1], n_layers * n_tokens)
+    index = torch.stack([layer[on] * n_features + feat[on], layer[on] * n_tokens + token[on]])
+    size = (n_layers * n_features, n_layers * n_tokens)
     product = torch.sparse_coo_tensor(index, excess[on], size, check_invariants=False)
-    return torch.sparse.mm(product, x.reshape(-1, d)).view(n_layers, shape[1], d)
+    return torch.sparse.mm(product, x.reshape(-1, d)).view(n_layers, n_features, d)
 
 
 def encode(
