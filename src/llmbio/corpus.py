@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from llmbio.config import CorpusConfig
 from llmbio.world import World
 from llmbio.world.world import TASKS
+
+if TYPE_CHECKING:
+    import torch  # imported where used: the corpus stage runs without it
 
 
 def build_corpus(world: World, cfg: CorpusConfig, progress: bool = True) -> pd.DataFrame:
@@ -55,6 +58,8 @@ def pack_documents(token_lists: list[list[int]], seq_len: int) -> torch.Tensor:
     Packing many short documents per row gives each step many answer tokens to learn from;
     the tail that does not fill a row is dropped.
     """
+    import torch
+
     flat = np.fromiter((t for doc in token_lists for t in doc), dtype=np.int64)
     n = len(flat) // seq_len
     if n == 0:
@@ -64,4 +69,6 @@ def pack_documents(token_lists: list[list[int]], seq_len: int) -> torch.Tensor:
 
 def packed_sequences(tokenizer, texts, seq_len: int) -> torch.Tensor:
     """Tokenise ``texts`` (BOS per document) and pack them into ``(n_seq, seq_len)`` rows."""
-    return pack_documents(tokenizer(list(texts))["input_ids"], seq_len)
+    from llmbio.tokenizer import token_ids
+
+    return pack_documents(token_ids(tokenizer, texts), seq_len)

@@ -6,8 +6,10 @@ Words, numbers, single punctuation marks, single CJK characters and newlines are
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
@@ -16,6 +18,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 SPECIAL = {"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"}
 TOKEN_PATTERN = r"\n|[\u3000-\u303f\u4e00-\u9fff]|[^\W\d_]+|\d+|[^\w\s]"
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
+# characters on which Python's `re` and the Rust regex of `tokenizers` classify alike (spaces and
+# newlines only as whitespace; ASCII, Latin letters, CJK ideographs and punctuation but not the
+# ideographic space U+3000): texts made of them alone may take the fast path of `token_ids`
+_FAST_SAFE_RE = re.compile(r"[\x20-\x7e\n\u00c0-\u024f\u3001-\u303f\u4e00-\u9fff]*")
 
 
 class UnknownTokenError(ValueError):
@@ -52,6 +58,57 @@ def build_tokenizer(texts: Iterable[str], max_number: int = 198) -> PreTrainedTo
         eos_token=SPECIAL["eos"],
         unk_token=SPECIAL["unk"],
         pad_token=SPECIAL["pad"],
+    )
+
+
+@cache
+def _organism_layout() -> tuple[str, ...]:
+    """The normaliser, pre-tokeniser and post-processor that :func:`build_tokenizer` writes."""
+    spec = json.loads(build_tokenizer([], max_number=0).backend_tokenizer.to_str())
+    return tuple(json.dumps(spec[k], sort_keys=True) for k in _LAYOUT_KEYS)
+
+
+_LAYOUT_KEYS = ("normalizer", "pre_tokenizer", "post_processor")
+
+
+def token_ids(tokenizer: PreTrainedTokenizerBase, texts: Iterable[str]) -> list[list[int]]:
+    """``tokenizer(texts)["input_ids"]``, three times faster for the organism's tokenizer.
+
+    For a tokenizer of :func:`build_tokenizer`'s layout (a word-level vocabulary behind a regex
+    split) the same ids come from Python's ``re`` and a dictionary lookup, which skips the
+    per-document overhead of the Hugging Face call (5 s instead of 17 s for the default corpus
+    of 400,000 documents). Any text where the two could differ takes the tokenizer itself:
+    characters outside a set on which both regex engines agree, a special token's name, or a
+    word outside the vocabulary. Other tokenizers are simply called.
+    """
+    texts = list(texts)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not _same_layout(backend):
+        return list(tokenizer(texts)["input_ids"]) if texts else []
+    vocab, specials = tokenizer.get_vocab(), tuple(tokenizer.all_special_tokens)
+    bos, unk = tokenizer.bos_token_id, tokenizer.unk_token_id
+    out, slow = [], []
+    for i, text in enumerate(texts):
+        ids = [bos, *(vocab.get(w, unk) for w in _TOKEN_RE.findall(text))]
+        if (
+            unk in ids
+            or not _FAST_SAFE_RE.fullmatch(text)
+            or ("<" in text and any(sp in text for sp in specials))
+        ):
+            slow.append(i)
+        out.append(ids)
+    if slow:
+        for i, ids in zip(slow, tokenizer([texts[i] for i in slow])["input_ids"], strict=True):
+            out[i] = list(ids)
+    return out
+
+
+def _same_layout(backend) -> bool:
+    spec = json.loads(backend.to_str())
+    if spec.get("model", {}).get("type") != "WordLevel":
+        return False
+    return tuple(json.dumps(spec.get(k), sort_keys=True) for k in _LAYOUT_KEYS) == (
+        _organism_layout()
     )
 
 

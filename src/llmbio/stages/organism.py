@@ -1,22 +1,23 @@
-"""Stages of the model organism: world -> corpus -> tokenizer -> model -> behaviour."""
+"""Stages of the model organism: world -> corpus -> tokenizer -> model -> behaviour.
+
+torch, transformers and the plotting libraries are imported inside the stages that use them:
+importing them takes ~9 s on the 2-core machine, and the world, corpus and tokenizer stages,
+which run one after another at the start of the pipeline, need none of them (or only the
+tokenizer's part of transformers).
+"""
 
 from __future__ import annotations
 
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
-import torch
-from transformers import AutoModelForCausalLM
-
-from llmbio.behaviour import evaluate_behaviour, plot_behaviour, summarise
 from llmbio.config import RunConfig
-from llmbio.corpus import build_corpus, load_corpus, packed_sequences, save_corpus
-from llmbio.figures import draw_figure
-from llmbio.organism import build_model, save_model, train_model
-from llmbio.tokenizer import build_tokenizer, load_tokenizer
 from llmbio.world import World, build_world
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def world_stage(cfg: RunConfig, out: str | Path) -> None:
@@ -25,6 +26,8 @@ def world_stage(cfg: RunConfig, out: str | Path) -> None:
 
 
 def corpus_stage(cfg: RunConfig, world_path: str | Path, out: str | Path) -> None:
+    from llmbio.corpus import build_corpus, save_corpus
+
     world = World.load(world_path)
     df = build_corpus(world, cfg.corpus)
     save_corpus(df, out)
@@ -34,6 +37,9 @@ def corpus_stage(cfg: RunConfig, world_path: str | Path, out: str | Path) -> Non
 
 def tokenizer_stage(corpus_path: str | Path, world_path: str | Path, out_dir: str | Path) -> None:
     """Vocabulary from the corpus *and* every evaluation prompt, so held-out prompts encode."""
+    from llmbio.corpus import load_corpus
+    from llmbio.tokenizer import build_tokenizer
+
     world, corpus = World.load(world_path), load_corpus(corpus_path)
     texts = [*corpus["text"], *(it["prompt"] for it in world.eval_items())]
     tok = build_tokenizer(texts, max_number=2 * world.arithmetic.max_operand)
@@ -49,6 +55,10 @@ def tokenizer_stage(corpus_path: str | Path, world_path: str | Path, out_dir: st
 def train_stage(
     cfg: RunConfig, corpus_path, tokenizer_dir, model_dir, curve_path, checkpoint_dir
 ) -> None:
+    from llmbio.corpus import load_corpus, packed_sequences
+    from llmbio.organism import build_model, save_model, train_model
+    from llmbio.tokenizer import load_tokenizer
+
     tok = load_tokenizer(tokenizer_dir)
     corpus = load_corpus(corpus_path)
     seqs = packed_sequences(tok, corpus["text"], cfg.train.seq_len)
@@ -79,6 +89,13 @@ def _fingerprint(cfg: RunConfig) -> dict:
 def behaviour_stage(
     cfg: RunConfig, world_path, model_dir, out_summary, out_items, out_figure
 ) -> pd.DataFrame:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llmbio.behaviour import evaluate_behaviour, plot_behaviour, summarise
+    from llmbio.figures import draw_figure
+    from llmbio.tokenizer import load_tokenizer
+
     torch.set_num_threads(cfg.trace.threads)
     world = World.load(world_path)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
