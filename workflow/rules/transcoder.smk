@@ -13,7 +13,11 @@ rule cache_activations:
         f"{R}/logs/cache_activations.log",
     benchmark:
         f"{R}/benchmarks/cache_activations.tsv"
-    threads: CFG.train.threads
+    # one thread (the same cache, byte for byte, as with two and as fast: the stage is mostly
+    # tokenising and writing), and first in line, so it runs beside the behaviour evaluation
+    # instead of after it; the CLT, which gates everything downstream, comes next
+    threads: CFG.trace.threads
+    priority: 20
     resources:
         mem_mb=4000,
         runtime=10,
@@ -24,6 +28,9 @@ rule cache_activations:
 rule train_transcoder:
     input:
         cache=f"{R}/activations",
+        # the PLT, only compared with the CLT, trains after it, beside the studies: were both
+        # ready at once, a PLT started on a free core would hold the two-thread CLT back
+        after=lambda wc: [f"{R}/transcoder/clt"] if wc.kind != "clt" else [],
     output:
         transcoder=directory(f"{R}/transcoder/{{kind}}"),
         train_log=f"{R}/transcoder/{{kind}}_train_log.parquet",

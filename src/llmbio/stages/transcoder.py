@@ -57,7 +57,7 @@ def cache_sequences(corpus: pd.DataFrame, tokenizer, cfg: RunConfig) -> torch.Te
 
 
 def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
-    torch.set_num_threads(cfg.train.threads)
+    torch.set_num_threads(cfg.trace.threads)  # an analysis job's: its rule runs beside one
     picked = cache_sequences(load_corpus(corpus_path), load_tokenizer(model_dir), cfg)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     start = time.perf_counter()
