@@ -45,6 +45,8 @@ rule train_transcoder:
     # the same thread counts as llmbio.stages.transcoder.train_stage uses: the PLT takes an
     # analysis job's and runs beside the studies instead of before them
     threads: lambda wc: CFG.train.threads if wc.kind == "clt" else CFG.trace.threads
+    # the PLT -> evaluation chain is the longest job left once the CLT is done: start it first
+    priority: 10
     resources:
         mem_mb=4000,
         runtime=15,
