@@ -21,5 +21,7 @@ rule audit:
         strict=CFG.audit_strict,
     log:
         f"{R}/logs/audit.log",
+    benchmark:
+        f"{R}/benchmarks/audit.tsv"
     script:
         "../scripts/audit.py"

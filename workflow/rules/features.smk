@@ -11,6 +11,8 @@ rule feature_atlas:
         directory(f"{R}/features"),
     log:
         f"{R}/logs/feature_atlas.log",
+    benchmark:
+        f"{R}/benchmarks/feature_atlas.tsv"
     threads: CFG.trace.threads
     resources:
         mem_mb=4000,

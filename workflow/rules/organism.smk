@@ -6,6 +6,8 @@ rule world:
         f"{R}/world.json",
     log:
         f"{R}/logs/world.log",
+    benchmark:
+        f"{R}/benchmarks/world.tsv"
     script:
         "../scripts/world.py"
 
@@ -17,6 +19,8 @@ rule corpus:
         f"{R}/corpus.parquet",
     log:
         f"{R}/logs/corpus.log",
+    benchmark:
+        f"{R}/benchmarks/corpus.tsv"
     script:
         "../scripts/corpus.py"
 
@@ -29,6 +33,8 @@ rule tokenizer:
         directory(f"{R}/tokenizer"),
     log:
         f"{R}/logs/tokenizer.log",
+    benchmark:
+        f"{R}/benchmarks/tokenizer.tsv"
     script:
         "../scripts/tokenizer.py"
 
@@ -65,6 +71,8 @@ rule training_curve_figure:
         ),
     log:
         f"{R}/logs/training_curve_figure.log",
+    benchmark:
+        f"{R}/benchmarks/training_curve_figure.tsv"
     script:
         "../scripts/training_curve_figure.py"
 
@@ -83,6 +91,8 @@ rule behaviour:
         ),
     log:
         f"{R}/logs/behaviour.log",
+    benchmark:
+        f"{R}/benchmarks/behaviour.tsv"
     threads: CFG.trace.threads
     script:
         "../scripts/behaviour.py"

@@ -74,6 +74,8 @@ rule faithfulness:
         ),
     log:
         f"{R}/logs/faithfulness.log",
+    benchmark:
+        f"{R}/benchmarks/faithfulness.tsv"
     threads: CFG.trace.threads
     resources:
         runtime=60,

@@ -59,6 +59,8 @@ rule study_analysis:
         out_dir=f"{R}/studies/{{study}}",
     log:
         f"{R}/logs/studies/{{study}}/analysis.log",
+    benchmark:
+        f"{R}/benchmarks/studies/{{study}}/analysis.tsv"
     threads: CFG.trace.threads
     resources:
         # a released model runs on a GPU (see workflow/rules/pretrained.smk)
@@ -76,6 +78,8 @@ rule study_claims:
         f"{R}/studies/{{study}}/claims.parquet",
     log:
         f"{R}/logs/studies/{{study}}/claims.log",
+    benchmark:
+        f"{R}/benchmarks/studies/{{study}}/claims.tsv"
     script:
         "../scripts/study_claims.py"
 

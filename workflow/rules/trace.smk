@@ -12,6 +12,8 @@ rule trace_graphs:
         scores=f"{R}/graphs/scores.parquet",
     log:
         f"{R}/logs/trace_graphs.log",
+    benchmark:
+        f"{R}/benchmarks/trace_graphs.tsv"
     threads: CFG.trace.threads
     resources:
         mem_mb=4000,
@@ -34,6 +36,8 @@ rule faithfulness:
         ),
     log:
         f"{R}/logs/faithfulness.log",
+    benchmark:
+        f"{R}/benchmarks/faithfulness.tsv"
     threads: CFG.trace.threads
     script:
         "../scripts/faithfulness.py"
