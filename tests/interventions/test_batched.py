@@ -43,6 +43,24 @@ def test_generate_batch_matches_generate_with_edits(llama, clt, ids):
     for b in range(batch.shape[0]):
         expected = generate_with_edits(llama, clt, batch[b], edits[b], 4, eos_token_id=-1)
         assert tokens[b].tolist() == expected
+    _assert_same_as_reruns(llama, clt, batch, edits, tokens, probs)
+
+
+def _assert_same_as_reruns(llama, clt, batch, edits, tokens, probs):
+    """The key-value cache gives each step the probabilities of a rerun of the whole sequence."""
+    for t in range(tokens.shape[1]):
+        rerun = run_batch(llama, clt, torch.cat([batch, tokens[:, :t]], dim=1), edits)
+        torch.testing.assert_close(probs[:, t], rerun.logits[:, -1].softmax(-1), rtol=0, atol=1e-9)
+
+
+def test_generate_batch_edits_every_new_token(llama, clt, ids):
+    """Edits without positions reach each generated token (they change its probabilities)."""
+    batch = _batch(ids)
+    edits = [[Edit.set_to("0/1+1/2", 3.0)], [Edit.set_to("2/4", 2.0)], []]
+    tokens, probs = generate_batch(llama, clt, batch, edits, max_new_tokens=3)
+    _assert_same_as_reruns(llama, clt, batch, edits, tokens, probs)
+    plain, plain_probs = generate_batch(llama, clt, batch, None, max_new_tokens=3)
+    assert not torch.allclose(probs[:2, 1:], plain_probs[:2, 1:])
 
 
 def test_dense_edits_match_intervener(llama, clt):

@@ -257,22 +257,55 @@ def generate_batch(
     max_new_tokens: int = 8,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy continuations under edits: new tokens ``(B, T)`` and the next-token
-    probabilities ``(B, T, vocab)`` each step chose from. Every step reruns the whole
-    sequence, so explicit positions (the prompt's) stay edited while the line is written."""
+    probabilities ``(B, T, vocab)`` each step chose from.
+
+    The prompt runs once, with its edits, and fills the key-value cache; each later step runs
+    only the new token, with the edits of its position (positions ``None`` reach every new
+    token; explicit positions refer to the prompt). The layers see the same values as in a
+    rerun of the whole sequence under the same edits, since no position attends to a later one
+    (equal up to float rounding: checked against :func:`generate_with_edits` in the tests).
+    """
     ids = _check(model, clt, input_ids, edits)
+    adapter = check_transcoder(model, clt)
     edits = edits if edits is not None else [()] * ids.shape[0]
     # explicit positions do not depend on the length: compile them once
     fixed = all(e.positions is not None for chosen in edits for e in chosen)
     entries = compile_batch(edits, clt, ids.shape[1]) if fixed else None
-    tokens, probs = [], []
+    ids = ids.to(next(model.parameters()).device)
+    names = inspect.signature(model.forward).parameters
+    cache_arg = "cache" if "cache" in names else "past_key_values"
+    tokens, probs, cache = [], [], None
     for _ in range(max_new_tokens):
-        step = entries if fixed else compile_batch(edits, clt, ids.shape[1])
-        p = spliced_pass(model, clt, ids, step).logits[:, -1].softmax(-1)  # (B, vocab)
+        n = ids.shape[1]
+        step = entries if fixed else compile_batch(edits, clt, n)
+        if cache is not None:  # only the newest token runs: its edits, moved to position 0
+            step = _at_position(step, n - 1)
+        hooks = _Splice(clt, step, record=False, last=False)
+        with ExitStack() as stack:
+            hook_layers(stack, model, adapter, clt.n_layers, hooks.read, hooks.write)
+            new_ids = ids if cache is None else ids[:, -1:]
+            out = model(input_ids=new_ids, use_cache=True, **{cache_arg: cache})
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        logits = out.logits[:, -1]
+        p = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)  # (B, V)
         token = p.argmax(-1)
         tokens.append(token)
         probs.append(p)
         ids = torch.cat([ids, token[:, None].to(ids.device)], dim=1)
     return torch.stack(tokens, 1), torch.stack(probs, 1)
+
+
+def _at_position(entries: dict[int, _Entries], position: int) -> dict[int, _Entries]:
+    """The compiled entries at ``position``, for a pass of that one position (index 0)."""
+    out = {}
+    for layer, e in entries.items():
+        keep = e.positions == position
+        if keep.any():
+            out[layer] = _Entries(
+                e.batch[keep], torch.zeros_like(e.positions[keep]), e.features[keep],
+                e.scale[keep], e.offset[keep],
+            )  # fmt: skip
+    return out
 
 
 def feature_effects(
