@@ -177,28 +177,45 @@ def spliced_pass(
 ) -> BatchPass:
     """The core pass of ``input_ids`` ``(B, n)`` with compiled ``edits`` (see :func:`run_batch`);
     it leaves gradients on or off as the caller has them."""
-    adapter = check_transcoder(model, clt)
     ids = input_ids.to(next(model.parameters()).device)
-    hooks = _Splice(clt, edits, record, last_only)
-    with ExitStack() as stack:
-        kwargs = _prefix_cache(model, ids[:, :prefix_len]) if prefix_len else {}
-        hook_layers(stack, model, adapter, clt.n_layers, hooks.read, hooks.write)
-        kwargs = {"use_cache": False, **({"logits_to_keep": 1} if last_only else {}), **kwargs}
-        logits = model(input_ids=ids[:, prefix_len:], **kwargs).logits
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    kwargs = _prefix_cache(model, ids[:, :prefix_len]) if prefix_len else {"use_cache": False}
+    if last_only:
+        kwargs["logits_to_keep"] = 1
+    out, hooks = _spliced_call(model, clt, ids[:, prefix_len:], edits, record, last_only, kwargs)
     acts = torch.stack(hooks.acts, dim=1) if record else None
-    return BatchPass(logits, acts)
+    return BatchPass(_at_least_float32(out.logits), acts)
+
+
+def _spliced_call(model, clt, ids, edits: BatchEdits, record: bool, last: bool, kwargs: dict):
+    """The model's output on ``ids`` with the transcoder spliced in, and the splice's hooks."""
+    adapter = check_transcoder(model, clt)
+    hooks = _Splice(clt, edits, record, last)
+    with ExitStack() as stack:
+        hook_layers(stack, model, adapter, clt.n_layers, hooks.read, hooks.write)
+        return model(input_ids=ids, **kwargs), hooks
+
+
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
+def _with_cache(model: nn.Module, cache) -> dict:
+    """Keyword arguments that pass ``cache`` (``None``: start one) and ask for it back."""
+    names = inspect.signature(model.forward).parameters
+    return {"cache" if "cache" in names else "past_key_values": cache, "use_cache": True}
+
+
+def _cache_of(out):
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 def _prefix_cache(model: nn.Module, prefixes: torch.Tensor) -> dict:
     """Keyword arguments that continue each prompt from its prefix ``(B, p)``; each distinct
     prefix runs once (unspliced) and the key-value cache is expanded back to the batch."""
     unique, index = torch.unique(prefixes, dim=0, return_inverse=True)
-    out = model(input_ids=unique, use_cache=True)
-    cache = out["cache"] if "cache" in out else out["past_key_values"]
+    cache = _cache_of(model(input_ids=unique, use_cache=True))
     cache.batch_select_indices(index)
-    names = inspect.signature(model.forward).parameters
-    return {"cache" if "cache" in names else "past_key_values": cache, "use_cache": True}
+    return _with_cache(model, cache)
 
 
 @torch.no_grad()
@@ -266,28 +283,21 @@ def generate_batch(
     (equal up to float rounding: checked against :func:`generate_with_edits` in the tests).
     """
     ids = _check(model, clt, input_ids, edits)
-    adapter = check_transcoder(model, clt)
     edits = edits if edits is not None else [()] * ids.shape[0]
     # explicit positions do not depend on the length: compile them once
     fixed = all(e.positions is not None for chosen in edits for e in chosen)
     entries = compile_batch(edits, clt, ids.shape[1]) if fixed else None
     ids = ids.to(next(model.parameters()).device)
-    names = inspect.signature(model.forward).parameters
-    cache_arg = "cache" if "cache" in names else "past_key_values"
     tokens, probs, cache = [], [], None
     for _ in range(max_new_tokens):
         n = ids.shape[1]
         step = entries if fixed else compile_batch(edits, clt, n)
         if cache is not None:  # only the newest token runs: its edits, moved to position 0
             step = _at_position(step, n - 1)
-        hooks = _Splice(clt, step, record=False, last=False)
-        with ExitStack() as stack:
-            hook_layers(stack, model, adapter, clt.n_layers, hooks.read, hooks.write)
-            new_ids = ids if cache is None else ids[:, -1:]
-            out = model(input_ids=new_ids, use_cache=True, **{cache_arg: cache})
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
-        logits = out.logits[:, -1]
-        p = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)  # (B, V)
+        new_ids = ids if cache is None else ids[:, -1:]
+        out, _ = _spliced_call(model, clt, new_ids, step, False, False, _with_cache(model, cache))
+        cache = _cache_of(out)
+        p = _at_least_float32(out.logits[:, -1]).softmax(-1)  # (B, vocab)
         token = p.argmax(-1)
         tokens.append(token)
         probs.append(p)
