@@ -8,7 +8,8 @@ Tables (``tables/``):
   and where each member is active. Operation and language scores use the calibration concepts
   only (even antonym pairs), so the held-out concepts (odd pairs) test them;
 - ``calibration``: swap success (lowest over languages) against supernode size ``k`` on the
-  calibration concepts; the swaps use the contrast's top ``k``;
+  calibration concepts, per selection (operation and language: by contrast or by effect); the
+  swaps use the chosen selection's top ``k`` (``chosen``);
 - ``swaps``: one row per swap case, every concept and language, with its random-feature
   control (:mod:`llmbio.studies.multilingual_swaps`);
 - ``graph_features`` / ``supernode_nodes`` / ``supernode_edges``: the pruned graphs of the
@@ -34,7 +35,7 @@ from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
-from llmbio.studies.experiments import plot_calibration
+from llmbio.studies.experiments import best_calibration, plot_calibration
 from llmbio.studies.generic import run_declared
 from llmbio.studies.language_overlap import overlap_by_layer, overlap_summary, overlap_table
 from llmbio.studies.multilingual import (
@@ -53,8 +54,10 @@ from llmbio.studies.multilingual_swaps import (
     SwapRunner,
     calibrate,
     language_cases,
+    language_pairs,
     operand_cases,
     operation_cases,
+    pair_union,
 )
 from llmbio.world.lexicon import LANGUAGES
 
@@ -100,32 +103,60 @@ def run(context: StudyContext) -> None:
 
 
 def swap_experiments(runner, lex, languages, concepts, calib, scores):
-    """Calibrate each swap's supernode size, then run it on every concept (with controls)."""
+    """Calibrate each swap's selection and supernode size, then run it on every concept (with
+    controls). Operation and language supernodes are ranked by contrast or by effect (see
+    :mod:`llmbio.studies.multilingual_swaps`), the effect measured on the calibration concepts
+    only; the operand's are per concept, so they keep the contrast (an effect score would be
+    fit on the very case it is tested on)."""
     n_feat = runner.clt.n_features
+    rankings = {
+        "operation": {"contrast": scores["operation"]},
+        "language": {"contrast": scores["language"]},
+    }
+    rankings["operation"]["effect"] = runner.effect_scores(
+        operation_cases(lex, languages, calib, [])
+    )
+    pairs = language_pairs(languages)
+    blank = language_cases(lex, languages, calib, {pair: [] for pair in pairs})
+    rankings["language"]["effect"] = {
+        pair: runner.effect_scores([c for c in blank if (c.recipient[1], c.donor[1]) == pair])
+        for pair in pairs
+    }
 
-    def operation(k, cs):
-        return operation_cases(lex, languages, cs, top_features(scores["operation"], k, n_feat))
+    def operation(selection, k, cs):
+        features = top_features(rankings["operation"][selection], k, n_feat)
+        return operation_cases(lex, languages, cs, features)
 
-    def operand(k, cs):
+    def operand(_selection, k, cs):
         by_concept = {c: top_features(s, k, n_feat) for c, s in scores["operand"].items()}
         return operand_cases(lex, languages, cs, by_concept)
 
-    def language(k, cs):
-        by_lang = {lang: top_features(s, k, n_feat) for lang, s in scores["language"].items()}
-        return language_cases(lex, languages, cs, by_lang)
+    def language(selection, k, cs):
+        ranking = rankings["language"][selection]
+        if selection == "contrast":
+            by_pair = pair_union({g: top_features(s, k, n_feat) for g, s in ranking.items()})
+        else:
+            by_pair = {pair: top_features(s, k, n_feat) for pair, s in ranking.items()}
+        return language_cases(lex, languages, cs, by_pair)
 
     rows, calibration = [], []
     for name, make in (("operation", operation), ("operand", operand), ("language", language)):
-        k, tried = calibrate(runner, lambda k, make=make: make(k, calib))
-        calibration += [{"swap": name, **r, "chosen": r["k"] == k} for r in tried]
-        for row in runner.rows(make(k, concepts)):
+        tried = []
+        for selection in rankings.get(name, {"contrast": None}):
+            _, grid = calibrate(runner, lambda k, s=selection, make=make: make(s, k, calib))
+            tried += [{"swap": name, "selection": selection, **r} for r in grid]
+        grid = pd.DataFrame(tried)
+        best = best_calibration(grid.rename(columns={"selection": "form"}), SUCCESS_BAR)
+        grid["chosen"] = (grid["selection"] == best["form"]) & (grid["k"] == best["k"])
+        calibration.append(grid)
+        for row in runner.rows(make(best["form"], int(best["k"]), concepts)):
             split = "calibration" if row["concept"] in calib else "heldout"
-            rows.append({**row, "k": k, "split": split})
+            rows.append({**row, "selection": best["form"], "k": int(best["k"]), "split": split})
     table = pd.DataFrame(rows)
     if not table.empty:  # did the answer change language, even if not to the expected word?
         language_of = word_languages(lex)
         table["answer_language"] = table["top_after"].map(language_of).fillna("other")
-    return table, pd.DataFrame(calibration)
+    return table, pd.concat(calibration, ignore_index=True)
 
 
 def word_languages(lex) -> dict[str, str]:
@@ -335,7 +366,8 @@ def draw_swaps(swaps: pd.DataFrame, calibration: pd.DataFrame):
         sns.barplot(data=moved, x="pair", y="value", hue="answer", errorbar=None, ax=axes[1])
         axes[1].set(ylabel="share of language swaps", xlabel="", ylim=(0, 1.05))
         axes[1].set_title("answer in the target language / the expected antonym", fontsize=9)
-    plot_calibration(axes[2], calibration, hue="swap", bar=SUCCESS_BAR,
+    curves = calibration.assign(curve=calibration["swap"] + " / " + calibration["selection"])
+    plot_calibration(axes[2], curves, hue="curve", bar=SUCCESS_BAR,
                      ylabel="lowest success over languages (calibration)")  # fmt: skip
     fig.tight_layout()
     return fig

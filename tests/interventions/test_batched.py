@@ -9,8 +9,10 @@ from llmbio.interventions import Edit, Intervener, generate_with_edits
 from llmbio.interventions.batched import (
     DenseEdits,
     feature_effects,
+    feature_gradients,
     generate_batch,
     logit_difference,
+    logit_differences,
     run_batch,
 )
 
@@ -128,3 +130,31 @@ def test_feature_effects_is_the_derivative(llama, clt):
     assert torch.equal(moved(1.0), value)
     slope = (moved(1 + eps) - moved(1 - eps)) / (2 * eps)  # central: the model is curved
     assert float(slope) == pytest.approx(float(effects[0, layer, pos, feat]), rel=2e-2, abs=1e-7)
+
+
+def test_feature_gradients_are_the_offset_derivative(llama, clt):
+    """Also for an inactive feature, where the scale derivative (the effect) is zero."""
+    ids = torch.randint(1, 64, (1, 6))
+    metric = logit_difference(3, 7)
+    grads, acts, value = feature_gradients(llama, clt, ids, metric)
+    effects, _, _ = feature_effects(llama, clt, ids, metric)
+    torch.testing.assert_close(effects, grads * acts, rtol=1e-6, atol=1e-9)
+    layer, pos, feat = (acts[0, :, 1:] == 0).nonzero()[0].tolist()
+    pos += 1
+    eps = 1e-3  # the norms run in float32; the metric is curved over 1e-2
+
+    def moved(offset: float) -> torch.Tensor:
+        edits = DenseEdits.identity(clt, 1, 6)
+        edits.offset[0, layer, pos, feat] = offset
+        return metric(run_batch(llama, clt, ids, edits).logits[:, -1])
+
+    assert torch.equal(moved(0.0), value)
+    slope = (moved(eps) - moved(-eps)) / (2 * eps)
+    assert float(grads[0, layer, pos, feat]) != 0.0 or layer == clt.n_layers - 1
+    assert float(slope) == pytest.approx(float(grads[0, layer, pos, feat]), rel=2e-2, abs=1e-7)
+
+
+def test_logit_differences_pick_each_prompts_tokens():
+    logits = torch.arange(12.0).reshape(2, 6)
+    metric = logit_differences(torch.tensor([5, 0]), torch.tensor([1, 3]))
+    assert metric(logits).tolist() == [4.0, -3.0]

@@ -5,17 +5,28 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pytest
 import torch
+from tiny_models import random_clt, tiny_model
 
+from llmbio.interventions.batched import logit_differences, run_batch
 from llmbio.studies.language_overlap import iou, overlap_summary
 from llmbio.studies.multilingual import (
     PromptRun,
+    batch_activations,
     concept_order,
     position_map,
     token_roles,
     top_features,
 )
-from llmbio.studies.multilingual_swaps import partner, patch_edits
+from llmbio.studies.multilingual_swaps import (
+    SwapCase,
+    SwapRunner,
+    pair_union,
+    partner,
+    patch_edits,
+    patched_values,
+)
 from llmbio.world.lexicon import Lexicon
 
 # BOS The opposite of " W " is "  /  BOS " W " 的 反 义 词 是 "
@@ -112,3 +123,50 @@ def test_overlap_summary_without_middle_layers_is_nan():
     out = overlap_summary(_by_layer([0.1, 0.2], [0.1, 0.1]), 2)
     assert out["middle_minus_edges"].isna().all()
     assert out["excess_middle"].isna().all()
+
+
+class _IdTokens:
+    """Token ``"t<i>"`` is id ``i``: all a SwapRunner asks of a tokenizer."""
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return int(token[1:])
+
+    def convert_ids_to_tokens(self, i: int) -> str:
+        return f"t{i}"
+
+
+def test_patched_values_map_donor_positions_and_keep_bos():
+    rec, don = _run(**EN), _run(**ZH, fill=100.0)
+    values = patched_values(rec, don)
+    assert torch.equal(values[:, 0], rec.acts[:, 0])
+    assert torch.equal(values[:, 5], don.acts[:, 2])  # concept
+    assert torch.equal(values[:, 1], don.acts[:, 4:8].mean(1))  # template words
+
+
+def test_pair_union_joins_source_and_target_members():
+    union = pair_union({"en": [(0, 1)], "fr": [(1, 2), (0, 1)]})
+    assert union == {("en", "fr"): [(0, 1), (1, 2)], ("fr", "en"): [(1, 2), (0, 1)]}
+
+
+def test_effect_scores_predict_a_small_real_patch():
+    """A donor that differs from the recipient in one feature by a little: the effect score
+    of that feature is the real change of the metric, every other score is zero."""
+    model, clt = tiny_model("llama"), random_clt()
+    ids = torch.tensor([[0, 5, 17, 33, 2, 60, 9, 41]])
+    acts, logits = batch_activations(model, clt, ids)
+    plus, minus = 11, int(logits[0].argmax())
+    rec = PromptRun(tuple(ids[0].tolist()), acts[0], f"t{minus}", 3)
+    bumped = acts[0].clone()
+    layer, pos, feat = 0, 4, int(acts[0, 0, 4].argmax())
+    bumped[layer, pos, feat] += 1e-3
+    don = PromptRun(rec.ids, bumped, rec.top, 3)
+    runs = {("antonym", "en", "a"): rec, ("synonym", "en", "b"): don}
+    runner = SwapRunner(model, clt, _IdTokens(), runs)
+    case = SwapCase("operation", ("antonym", "en", "a"), ("synonym", "en", "b"), "t11", ())
+    score = runner.effect_scores([case]).reshape(clt.n_layers, clt.n_features)
+    metric = logit_differences(torch.tensor([plus]), torch.tensor([minus]))
+    edits = [patch_edits([(layer, feat)], rec, don, "x")]
+    moved = metric(run_batch(model, clt, ids, edits).logits[:, -1]) - metric(logits)
+    assert float(score[layer, feat]) == pytest.approx(float(moved), rel=2e-2)
+    score[layer, feat] = 0.0
+    assert float(score.abs().max()) < 1e-9

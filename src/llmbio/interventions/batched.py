@@ -139,7 +139,7 @@ class _Splice:
     def _dense(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
         scale, offset = self.edits.scale[:, layer], self.edits.offset[:, layer]  # (B, n, F)
         new = scale * acts + offset
-        if scale.requires_grad:  # the gradient needs every entry
+        if scale.requires_grad or offset.requires_grad:  # the gradient needs every entry
             pos = torch.arange(acts.shape[1], device=acts.device)
         else:  # only positions with an edit change the MLP outputs
             pos = ((scale != 1) | (offset != 0)).any(2).any(0).nonzero().flatten()
@@ -331,16 +331,44 @@ def feature_effects(
     Returns ``(effects, activations, metric)``: effects and activations ``(B, L, n, F)``, the
     metric of the unedited pass ``(B,)``.
     """
+    return _edit_gradient(model, clt, input_ids, metric, "scale")
+
+
+def feature_gradients(
+    model: nn.Module, clt: CrossLayerTranscoder, input_ids: torch.Tensor, metric: Metric
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``d metric / d a`` of every feature activation in prompts ``input_ids`` ``(B, n)``: the
+    gradient with respect to the edit ``offset``, i.e. ``W_dec . d metric / d mlp_out`` through
+    the real MLPs, attention and norms downstream. Active or not, patching a feature from
+    ``a`` to ``a'`` changes the metric by about ``gradient * (a' - a)`` (attribution patching).
+    Returns ``(gradients, activations, metric)`` as :func:`feature_effects` does.
+    """
+    return _edit_gradient(model, clt, input_ids, metric, "offset")
+
+
+def _edit_gradient(model, clt, input_ids, metric: Metric, wrt: str):
     _check(model, clt, input_ids, None)
     edits = DenseEdits.identity(clt, *input_ids.shape)
-    edits.scale.requires_grad_(True)
+    leaf = getattr(edits, wrt).requires_grad_(True)
     with torch.enable_grad():
         out = spliced_pass(model, clt, input_ids, edits, record=True)
         values = metric(out.logits[:, -1])
-        (grad,) = torch.autograd.grad(values.sum(), edits.scale)
+        (grad,) = torch.autograd.grad(values.sum(), leaf)
     return grad, out.activations, values.detach()
 
 
 def logit_difference(positive: int, negative: int) -> Metric:
     """``logit[positive] - logit[negative]`` at the last position."""
     return lambda logits: logits[:, positive] - logits[:, negative]
+
+
+def logit_differences(positive: torch.Tensor, negative: torch.Tensor) -> Metric:
+    """``logit[positive[b]] - logit[negative[b]]`` at the last position of each prompt ``b``;
+    ``positive`` and ``negative`` are token ids ``(B,)``."""
+
+    def metric(logits: torch.Tensor) -> torch.Tensor:
+        pick = torch.stack([positive, negative], 1).to(logits.device)  # (B, 2)
+        both = logits.gather(1, pick)
+        return both[:, 0] - both[:, 1]
+
+    return metric

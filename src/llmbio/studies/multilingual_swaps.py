@@ -20,6 +20,14 @@ size ``k`` is calibrated per swap on the calibration concepts (:func:`calibrate`
 repeated with as many random features active on the recipient or donor (the *control*).
 Calibration takes the smallest size whose swaps succeed in >= 90% of the calibration cases of
 every recipient language.
+
+Features are ranked for a supernode in one of two ways (the *selection*): by the activation
+contrast of :mod:`llmbio.studies.multilingual` (features that differ between the prompts), or
+by their *effect* (:meth:`SwapRunner.effect_scores`): the first-order change of ``logit(expected)
+- logit(recipient's answer)`` when the feature is patched to the donor's value at every position
+(attribution patching through the real model), averaged over calibration cases. Features whose
+values differ need not be those the answer reads: a relation word's features sit on its own
+position, and the answer reads them through attention.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import torch
 
 from llmbio.features.supernodes import FeatureKey, Supernode
 from llmbio.interventions import Edit
-from llmbio.interventions.batched import run_batch
+from llmbio.interventions.batched import feature_gradients, logit_differences, run_batch
 from llmbio.studies.multilingual import Key, PromptRun, concept_order, position_map
 
 K_GRID = (4, 8, 16, 32, 64, 128)  # supernode sizes tried by the calibration
@@ -53,6 +61,15 @@ class SwapCase:
 def partner(concepts: Sequence[str], concept: str) -> str:
     """The concept two places on in world order: the same member of the next antonym pair."""
     return concepts[(list(concepts).index(concept) + 2) % len(concepts)]
+
+
+def patched_values(recipient: PromptRun, donor: PromptRun) -> torch.Tensor:
+    """Every feature's donor value at each recipient position, by role (BOS: its own value);
+    ``(L, n, F)`` like ``recipient.acts``."""
+    values = recipient.acts.clone()
+    for p, qs in position_map(recipient, donor):
+        values[:, p] = donor.acts[:, list(qs)].mean(1)
+    return values
 
 
 def patch_edits(features, recipient: PromptRun, donor: PromptRun, name: str) -> list[Edit]:
@@ -82,18 +99,39 @@ class SwapRunner:
     def outcomes(self, cases: Sequence[SwapCase], features: Sequence) -> list[tuple[str, float]]:
         """Top token and P(expected) of each case after patching its ``features[i]``."""
         out: list = [None] * len(cases)
+        for chunk in self._by_length(cases):
+            ids = torch.tensor([self.runs[cases[i].recipient].ids for i in chunk])
+            edits = [self._edits(cases[i], features[i]) for i in chunk]
+            probs = run_batch(self.model, self.clt, ids, edits).logits[:, -1].softmax(-1)
+            for i, p in zip(chunk, probs, strict=True):
+                expected = self.tok.convert_tokens_to_ids(cases[i].expected)
+                out[i] = (self.tok.convert_ids_to_tokens(int(p.argmax())), float(p[expected]))
+        return out
+
+    def effect_scores(self, cases: Sequence[SwapCase]) -> torch.Tensor:
+        """Mean first-order effect ``(L * F,)`` over ``cases`` of patching each feature (every
+        position) to the donor, on ``logit(expected) - logit(recipient's answer)``."""
+        total, n = None, 0
+        for rows in self._by_length(cases):
+            runs = [self.runs[cases[i].recipient] for i in rows]
+            ids = torch.tensor([r.ids for r in runs])
+            plus = torch.tensor([self.tok.convert_tokens_to_ids(cases[i].expected) for i in rows])
+            minus = torch.tensor([self.tok.convert_tokens_to_ids(r.top) for r in runs])
+            metric = logit_differences(plus, minus)
+            grads, _, _ = feature_gradients(self.model, self.clt, ids, metric)
+            for j, i in enumerate(rows):
+                delta = patched_values(runs[j], self.runs[cases[i].donor]) - runs[j].acts
+                effect = (grads[j].float() * delta).sum(1).flatten()  # (L * F,)
+                total = effect if total is None else total + effect
+                n += 1
+        return total / n
+
+    def _by_length(self, cases: Sequence[SwapCase]) -> list[list[int]]:
+        """Case indices in chunks of at most BATCH whose recipients have one length."""
         by_len: dict[int, list[int]] = {}
         for i, case in enumerate(cases):
             by_len.setdefault(len(self.runs[case.recipient].ids), []).append(i)
-        for rows in by_len.values():
-            for chunk in (rows[j : j + BATCH] for j in range(0, len(rows), BATCH)):
-                ids = torch.tensor([self.runs[cases[i].recipient].ids for i in chunk])
-                edits = [self._edits(cases[i], features[i]) for i in chunk]
-                probs = run_batch(self.model, self.clt, ids, edits).logits[:, -1].softmax(-1)
-                for i, p in zip(chunk, probs, strict=True):
-                    expected = self.tok.convert_tokens_to_ids(cases[i].expected)
-                    out[i] = (self.tok.convert_ids_to_tokens(int(p.argmax())), float(p[expected]))
-        return out
+        return [rows[j : j + BATCH] for rows in by_len.values() for j in range(0, len(rows), BATCH)]
 
     def _edits(self, case: SwapCase, features) -> list[Edit]:
         rec, don = self.runs[case.recipient], self.runs[case.donor]
@@ -164,15 +202,29 @@ def operand_cases(lexicon, languages, concepts, by_concept: dict) -> list[SwapCa
     return cases
 
 
-def language_cases(lexicon, languages, concepts, by_language: dict) -> list[SwapCase]:
+def language_pairs(languages) -> list[tuple[str, str]]:
+    """Every ``(source, target)`` pair of distinct languages."""
+    return [(src, dst) for src in languages for dst in languages if dst != src]
+
+
+def pair_union(by_language: dict) -> dict[tuple[str, str], list]:
+    """Each pair's supernode from per-language ones: the source's and the target's members."""
+    return {
+        (src, dst): list(dict.fromkeys([*by_language[src], *by_language[dst]]))
+        for src, dst in language_pairs(by_language)
+    }
+
+
+def language_cases(lexicon, languages, concepts, by_pair: dict) -> list[SwapCase]:
+    """Antonym prompt of each concept in ``src`` <- another concept's in ``dst``; ``by_pair``:
+    the features of each ``(src, dst)`` pair."""
     cases = []
-    for src in languages:
-        for dst in (d for d in languages if d != src):
-            members = tuple(dict.fromkeys([*by_language[src], *by_language[dst]]))
-            for c in concepts:
-                donor = ("antonym", dst, partner(concept_order(lexicon), c))
-                expected = lexicon.answer(c, "antonym", dst)
-                cases.append(SwapCase("language", ("antonym", src, c), donor, expected, members))
+    for src, dst in language_pairs(languages):
+        members = tuple(by_pair[(src, dst)])
+        for c in concepts:
+            donor = ("antonym", dst, partner(concept_order(lexicon), c))
+            expected = lexicon.answer(c, "antonym", dst)
+            cases.append(SwapCase("language", ("antonym", src, c), donor, expected, members))
     return cases
 
 
