@@ -12,7 +12,8 @@ Tables (``tables/``):
 - ``classifier_check``: the classifier on synthetic heatmaps of known class;
 - ``operand_plots``: the heatmaps drawn (long: layer, feature, a, b, activation);
 - ``supernode_nodes`` / ``supernode_edges`` / ``graph_paths``: the 36+59 graph by class;
-- ``interventions``: one row per (experiment, prompt) of :data:`EXPERIMENTS`;
+- ``interventions``: one row per (experiment, prompt) of :data:`EXPERIMENTS` (decimal, ``base``
+  10) and :data:`BASE_EXPERIMENTS` (``base``: the low-order features' period);
 - ``contexts``: each classified feature on counting runs, citations and other text.
 
 Paths: the paper's 36+59 runs a low-precision path (~36 + ~60 -> ~92) beside a ones-digit
@@ -63,6 +64,13 @@ EXPERIMENTS = {
     "ablate_low_order": ("same", {"low_order": "zero"}),
     "ablate_magnitude": ("same", {"magnitude": "zero"}),
 }
+# the ones and tens transplants in the organism's own base (the low-order features' period P,
+# from their operand plots): "ones" donors share the sum's P-block, "tens" donors its residue
+BASE_EXPERIMENTS = {
+    "residue_swap": ("ones", {"low_order": "ones_donor", "magnitude": "own"}),
+    "block_swap": ("tens", {"magnitude": "tens_donor", "low_order": "own"}),
+    "random_residue_swap": ("ones", {"random": "ones_donor"}),
+}
 
 
 def run(context: StudyContext) -> None:
@@ -88,9 +96,14 @@ def run(context: StudyContext) -> None:
     log(f"census ({len(census)} features classified) and graph")
     context.save_table(classifier_check(), "classifier_check")
     context.save_table(operand_plot_table(grid, census), "operand_plots")
-    plan = swap_plan(grid, N_SWAP, SEED)
-    swaps = swap_experiments(model, clt, grid, plan, path_groups(census), EXPERIMENTS)
-    swaps = follow_paths(swaps, low_order_period(census))
+    groups, period = path_groups(census), low_order_period(census)
+    swaps = pd.concat([
+        swap_experiments(model, clt, grid, swap_plan(grid, N_SWAP, SEED), groups, EXPERIMENTS)
+        .assign(base=10),
+        swap_experiments(model, clt, grid, swap_plan(grid, N_SWAP, SEED, base=period), groups,
+                         BASE_EXPERIMENTS).assign(base=period),
+    ], ignore_index=True)  # fmt: skip
+    swaps = follow_paths(swaps, period)
     context.save_table(swaps.reindex(columns=plots.SWAP_COLUMNS), "interventions")
     log("transplants")
     corpus = pd.read_parquet(context.run_dir / "corpus.parquet", columns=["task", "text"])

@@ -114,18 +114,20 @@ def pick_donor(n: int, a: int, b: int, target: int) -> tuple[int, int] | None:
 PLAN_COLUMNS = ["a", "b", "sum", "ones_donor_sum", "ones_donor", "tens_donor_sum", "tens_donor"]
 
 
-def swap_plan(grid: Grid, n_prompts: int, seed: int) -> pd.DataFrame:
+def swap_plan(grid: Grid, n_prompts: int, seed: int, base: int = 10) -> pd.DataFrame:
     """Recipients the model gets right, each with a donor of the same tens and another ones
     digit (``ones_donor``: its grid cell) and one 10 higher or lower with the same ones digit
-    (``tens_donor``)."""
+    (``tens_donor``). In another ``base`` the "digits" are ``sum mod base`` (the residue) and
+    ``sum // base`` (the block): the ones donor shares the block, the tens donor the residue."""
     rng = np.random.default_rng(seed)
     n, top = grid.n, 2 * grid.n - 2
     rows = []
     for cell in rng.permutation(n * n):
         a, b = divmod(int(cell), n)
         s = a + b
-        ones = [s - s % 10 + d for d in range(10) if d != s % 10 and s - s % 10 + d <= top]
-        tens = [t for t in (s - 10, s + 10) if 0 <= t <= top]
+        low = s - s % base
+        ones = [low + d for d in range(base) if d != s % base and low + d <= top]
+        tens = [t for t in (s - base, s + base) if 0 <= t <= top]
         if grid.answer[cell] != s or not ones or not tens:
             continue
         s_ones, s_tens = int(rng.choice(ones)), int(rng.choice(tens))

@@ -16,7 +16,7 @@ from llmbio.attribution.plot import plot_supernode_graph
 SWAP_COLUMNS = [
     "experiment", "a", "b", "sum", "target_sum", "delta", "answer", "success", "ones_changed",
     "tens_kept", "abs_error", "low_order_sum", "magnitude_sum", "random_sum", "period",
-    "residue_follows_low_order", "near_magnitude",
+    "residue_follows_low_order", "near_magnitude", "base",
 ]  # fmt: skip
 NODE_COLUMNS = ["name", "kind", "x", "y", "n_members", "influence", "total_activation"]
 EDGE_COLUMNS = ["source", "target", "weight", "n_edges"]
