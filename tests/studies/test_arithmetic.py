@@ -10,7 +10,7 @@ from tiny_models import random_clt, tiny_model
 
 from llmbio.interventions import Edit, Intervener
 from llmbio.interventions.batched import run_batch
-from llmbio.studies.addition import last_position, pick_donor
+from llmbio.studies.addition import Grid, last_position, pick_donor, swap_plan
 from llmbio.studies.operand_plots import classify, explained, grid, synthetic_heatmaps
 
 
@@ -68,3 +68,23 @@ def test_last_position_edits_match_the_intervener(prefix_len):
         torch.testing.assert_close(acts[:, i], run.activations[:, -1])
     clean = run_batch(model, clt, ids, record_activations=True).activations  # (B, L, n, F)
     torch.testing.assert_close(clean[0], Intervener(model, clt, ids[0]).baseline.activations)
+
+
+@pytest.mark.parametrize("base", [10, 4])
+def test_swap_plan_donors_in_a_base(base):
+    """Ones donors share the sum's block of ``base`` (not its residue), tens donors are
+    ``base`` away; every donor shares an operand with the recipient; only correct recipients."""
+    n = 30
+    a, b = np.divmod(np.arange(n * n), n)
+    answer = a + b
+    answer[7] = -1  # one wrong answer: never a recipient
+    grid = Grid(n, torch.zeros(n * n, 1), np.arange(2 * n), answer, np.zeros((1, n * n, 1)))
+    plan = swap_plan(grid, 200, seed=0, base=base)
+    assert len(plan) == 200 and 7 not in set(plan["a"] * n + plan["b"])
+    s, ones, tens = plan["sum"], plan["ones_donor_sum"], plan["tens_donor_sum"]
+    assert ((ones // base == s // base) & (ones % base != s % base)).all()
+    assert ((tens - s).abs() == base).all()
+    for col in ("ones_donor", "tens_donor"):
+        da, db = np.divmod(plan[col].to_numpy(), n)
+        assert ((da + db) == plan[f"{col}_sum"]).all()
+        assert ((da == plan["a"]) | (db == plan["b"])).all()

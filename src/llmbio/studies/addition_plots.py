@@ -90,6 +90,12 @@ def interventions(swaps: pd.DataFrame):
     if swaps.empty:
         return _empty("no prompt the model answers correctly: no transplant was run")
     swaps = swaps.assign(within_5=swaps["abs_error"] <= 5)
+    if "base" in swaps:  # the transplants in the organism's own base say which one
+        other = swaps["base"] != 10
+        base = swaps["base"].astype(str)
+        swaps["experiment"] = swaps["experiment"].where(
+            ~other, swaps["experiment"] + " (base " + base + ")"
+        )
     period = int(swaps["period"].iloc[0])
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     panels = [
