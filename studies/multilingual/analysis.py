@@ -11,7 +11,8 @@ Tables (``tables/``):
   calibration concepts, per selection (operation and language: by contrast or by effect); the
   swaps use the chosen selection's top ``k`` (``chosen``);
 - ``swaps``: one row per swap case, every concept and language, with its random-feature
-  control (:mod:`llmbio.studies.multilingual_swaps`);
+  control (:mod:`llmbio.studies.multilingual_swaps`); ``swap_features``: the features each
+  swap patched (chosen selection and size) and in how many of its cases;
 - ``graph_features`` / ``supernode_nodes`` / ``supernode_edges``: the pruned graphs of the
   antonym prompt of "small" in each language, features classified as shared (in all three
   graphs), partial or language-specific, with their role (the role supernode, top ``ROLE_K``
@@ -26,6 +27,7 @@ Tables (``tables/``):
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -83,9 +85,12 @@ def run(context: StudyContext) -> None:
         "language": language_scores(runs, languages, calib),
     }
     runner = SwapRunner(model, clt, tok, runs)
-    swaps, calibration = swap_experiments(runner, lex, languages, concepts, calib, scores)
+    swaps, calibration, swap_features = swap_experiments(
+        runner, lex, languages, concepts, calib, scores
+    )
     context.save_table(swaps, "swaps")
     context.save_table(calibration, "calibration")
+    context.save_table(swap_features, "swap_features")
     roles = example_roles(scores, runs, lex, clt.n_features)
     members = roles_table(roles, runs, languages)
     context.save_table(members, "supernodes")
@@ -109,19 +114,7 @@ def swap_experiments(runner, lex, languages, concepts, calib, scores):
     only; the operand's are per concept, so they keep the contrast (an effect score would be
     fit on the very case it is tested on)."""
     n_feat = runner.clt.n_features
-    rankings = {
-        "operation": {"contrast": scores["operation"]},
-        "language": {"contrast": scores["language"]},
-    }
-    rankings["operation"]["effect"] = runner.effect_scores(
-        operation_cases(lex, languages, calib, [])
-    )
-    pairs = language_pairs(languages)
-    blank = language_cases(lex, languages, calib, {pair: [] for pair in pairs})
-    rankings["language"]["effect"] = {
-        pair: runner.effect_scores([c for c in blank if (c.recipient[1], c.donor[1]) == pair])
-        for pair in pairs
-    }
+    rankings = swap_rankings(runner, lex, languages, calib, scores)
 
     def operation(selection, k, cs):
         features = top_features(rankings["operation"][selection], k, n_feat)
@@ -139,7 +132,7 @@ def swap_experiments(runner, lex, languages, concepts, calib, scores):
             by_pair = {pair: top_features(s, k, n_feat) for pair, s in ranking.items()}
         return language_cases(lex, languages, cs, by_pair)
 
-    rows, calibration = [], []
+    rows, calibration, members = [], [], []
     for name, make in (("operation", operation), ("operand", operand), ("language", language)):
         tried = []
         for selection in rankings.get(name, {"contrast": None}):
@@ -149,14 +142,41 @@ def swap_experiments(runner, lex, languages, concepts, calib, scores):
         best = best_calibration(grid.rename(columns={"selection": "form"}), SUCCESS_BAR)
         grid["chosen"] = (grid["selection"] == best["form"]) & (grid["k"] == best["k"])
         calibration.append(grid)
-        for row in runner.rows(make(best["form"], int(best["k"]), concepts)):
+        chosen = {"swap": name, "selection": best["form"], "k": int(best["k"])}
+        cases = make(best["form"], int(best["k"]), concepts)
+        used = Counter(f for case in cases for f in case.features)
+        members += [
+            {**chosen, "layer": la, "feature": f, "n_cases": n} for (la, f), n in used.items()
+        ]
+        for row in runner.rows(cases):
             split = "calibration" if row["concept"] in calib else "heldout"
-            rows.append({**row, "selection": best["form"], "k": int(best["k"]), "split": split})
+            rows.append({**row, **chosen, "split": split})
     table = pd.DataFrame(rows)
     if not table.empty:  # did the answer change language, even if not to the expected word?
         language_of = word_languages(lex)
         table["answer_language"] = table["top_after"].map(language_of).fillna("other")
-    return table, pd.concat(calibration, ignore_index=True)
+    columns = ["swap", "selection", "k", "layer", "feature", "n_cases"]
+    return table, pd.concat(calibration, ignore_index=True), pd.DataFrame(members, columns=columns)
+
+
+def swap_rankings(runner, lex, languages, calib, scores) -> dict:
+    """Per swap with a choice (operation, language), per selection, the feature scores: the
+    contrast scores, and effect scores measured on the calibration concepts (language: one per
+    (source, target) pair)."""
+    rankings = {
+        "operation": {"contrast": scores["operation"]},
+        "language": {"contrast": scores["language"]},
+    }
+    rankings["operation"]["effect"] = runner.effect_scores(
+        operation_cases(lex, languages, calib, [])
+    )
+    pairs = language_pairs(languages)
+    blank = language_cases(lex, languages, calib, {pair: [] for pair in pairs})
+    rankings["language"]["effect"] = {
+        pair: runner.effect_scores([c for c in blank if (c.recipient[1], c.donor[1]) == pair])
+        for pair in pairs
+    }
+    return rankings
 
 
 def word_languages(lex) -> dict[str, str]:
