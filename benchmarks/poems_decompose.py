@@ -52,13 +52,14 @@ def main(run: Path) -> None:
         "both, all layers": [(la, p) for la in range(n_layers) for p in PARTS],
     }
     patches |= {f"MLP, layer {la} only": [(la, "mlp")] for la in range(n_layers)}
+    donors = {exp.donor[q] for _, q in pairs}
+    values = {d: outputs_at(model, exp.cp.ids[d], exp.cp.newline[d]) for d in donors}
     rows = []
     for name, sites in patches.items():
         hits = []
         for i, q in pairs:
-            donor = exp.donor[q]
-            values = outputs_at(model, exp.cp.ids[donor], exp.cp.newline[donor])
-            with patched(model, {s: values[s] for s in sites}, exp.cp.newline[i]):
+            donor = values[exp.donor[q]]
+            with patched(model, {s: donor[s] for s in sites}, exp.cp.newline[i]):
                 tokens = greedy(model, tok, exp.cp.ids[i], settings.line_tokens)
             hits.append(tokens[line_end_slot(tokens)] == q)
         rows.append({"patch": name, "n_pairs": len(hits), "success": sum(hits) / len(hits)})

@@ -98,10 +98,9 @@ def run(context: StudyContext) -> None:
     context.save_table(operand_plot_table(grid, census), "operand_plots")
     groups, period = path_groups(census), low_order_period(census)
     swaps = pd.concat([
-        swap_experiments(model, clt, grid, swap_plan(grid, N_SWAP, SEED), groups, EXPERIMENTS)
-        .assign(base=10),
+        swap_experiments(model, clt, grid, swap_plan(grid, N_SWAP, SEED), groups, EXPERIMENTS),
         swap_experiments(model, clt, grid, swap_plan(grid, N_SWAP, SEED, base=period), groups,
-                         BASE_EXPERIMENTS).assign(base=period),
+                         BASE_EXPERIMENTS, base=period),
     ], ignore_index=True)  # fmt: skip
     swaps = follow_paths(swaps, period)
     context.save_table(swaps.reindex(columns=plots.SWAP_COLUMNS), "interventions")

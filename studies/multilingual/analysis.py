@@ -108,42 +108,42 @@ def run(context: StudyContext) -> None:
 
 
 def swap_experiments(runner, lex, languages, concepts, calib, scores):
-    """Calibrate each swap's selection and supernode size, then run it on every concept (with
-    controls). Operation and language supernodes are ranked by contrast or by effect (see
-    :mod:`llmbio.studies.multilingual_swaps`), the effect measured on the calibration concepts
-    only; the operand's are per concept, so they keep the contrast (an effect score would be
-    fit on the very case it is tested on)."""
+    """Calibrate each swap's selection and supernode size on the calibration concepts (donors
+    among them too), then run it on every concept (with controls). Operation and language
+    supernodes are ranked by contrast or by effect (see :mod:`llmbio.studies.multilingual_swaps`);
+    the operand's are per concept, so they keep the contrast (an effect score would be fit on
+    the very case it is tested on)."""
     n_feat = runner.clt.n_features
     rankings = swap_rankings(runner, lex, languages, calib, scores)
 
-    def operation(selection, k, cs):
+    def operation(selection, k, cs, donors=None):
         features = top_features(rankings["operation"][selection], k, n_feat)
-        return operation_cases(lex, languages, cs, features)
+        return operation_cases(lex, languages, cs, features, donors)
 
-    def operand(_selection, k, cs):
+    def operand(_selection, k, cs, donors=None):
         by_concept = {c: top_features(s, k, n_feat) for c, s in scores["operand"].items()}
-        return operand_cases(lex, languages, cs, by_concept)
+        return operand_cases(lex, languages, cs, by_concept, donors)
 
-    def language(selection, k, cs):
+    def language(selection, k, cs, donors=None):
         ranking = rankings["language"][selection]
         if selection == "contrast":
             by_pair = pair_union({g: top_features(s, k, n_feat) for g, s in ranking.items()})
         else:
             by_pair = {pair: top_features(s, k, n_feat) for pair, s in ranking.items()}
-        return language_cases(lex, languages, cs, by_pair)
+        return language_cases(lex, languages, cs, by_pair, donors)
 
     rows, calibration, members = [], [], []
     for name, make in (("operation", operation), ("operand", operand), ("language", language)):
-        tried = []
-        for selection in rankings.get(name, {"contrast": None}):
-            _, grid = calibrate(runner, lambda k, s=selection, make=make: make(s, k, calib))
-            tried += [{"swap": name, "selection": selection, **r} for r in grid]
-        grid = pd.DataFrame(tried)
-        best = best_calibration(grid.rename(columns={"selection": "form"}), SUCCESS_BAR)
-        grid["chosen"] = (grid["selection"] == best["form"]) & (grid["k"] == best["k"])
+        grid = pd.DataFrame([
+            {"swap": name, "selection": selection, **r}
+            for selection in rankings.get(name, ["contrast"])
+            for r in calibrate(runner, lambda k, s=selection, m=make: m(s, k, calib, calib))[1]
+        ])  # fmt: skip
+        best = best_calibration(grid, SUCCESS_BAR)
+        grid["chosen"] = (grid["selection"] == best["selection"]) & (grid["k"] == best["k"])
         calibration.append(grid)
-        chosen = {"swap": name, "selection": best["form"], "k": int(best["k"])}
-        cases = make(best["form"], int(best["k"]), concepts)
+        chosen = {"swap": name, "selection": best["selection"], "k": int(best["k"])}
+        cases = make(chosen["selection"], chosen["k"], concepts)
         used = Counter(f for case in cases for f in case.features)
         members += [
             {**chosen, "layer": la, "feature": f, "n_cases": n} for (la, f), n in used.items()
@@ -161,17 +161,17 @@ def swap_experiments(runner, lex, languages, concepts, calib, scores):
 
 def swap_rankings(runner, lex, languages, calib, scores) -> dict:
     """Per swap with a choice (operation, language), per selection, the feature scores: the
-    contrast scores, and effect scores measured on the calibration concepts (language: one per
-    (source, target) pair)."""
+    contrast scores, and effect scores measured on calibration cases whose donors are
+    calibration concepts too (language: one per (source, target) pair)."""
     rankings = {
         "operation": {"contrast": scores["operation"]},
         "language": {"contrast": scores["language"]},
     }
     rankings["operation"]["effect"] = runner.effect_scores(
-        operation_cases(lex, languages, calib, [])
+        operation_cases(lex, languages, calib, [], calib)
     )
     pairs = language_pairs(languages)
-    blank = language_cases(lex, languages, calib, {pair: [] for pair in pairs})
+    blank = language_cases(lex, languages, calib, {pair: [] for pair in pairs}, calib)
     rankings["language"]["effect"] = {
         pair: runner.effect_scores([c for c in blank if (c.recipient[1], c.donor[1]) == pair])
         for pair in pairs

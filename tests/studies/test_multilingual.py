@@ -170,3 +170,23 @@ def test_effect_scores_predict_a_small_real_patch():
     assert float(score[layer, feat]) == pytest.approx(float(moved), rel=2e-2)
     score[layer, feat] = 0.0
     assert float(score.abs().max()) < 1e-9
+
+
+def test_effect_scores_average_cases_of_different_lengths():
+    model, clt = tiny_model("llama"), random_clt()
+    texts = [[0, 5, 17, 33, 2, 60, 9, 41], [0, 8, 3, 50, 22, 7], [0, 12, 30, 4, 19, 44, 2, 6]]
+    runs = {}
+    for i, ids in enumerate(texts):
+        acts, logits = batch_activations(model, clt, torch.tensor([ids]))
+        runs[("antonym", "en", f"c{i}")] = PromptRun(tuple(ids), acts[0], "t0", 2)
+    runner = SwapRunner(model, clt, _IdTokens(), runs)
+    keys = list(runs)
+    cases = [
+        SwapCase("operation", keys[0], keys[1], "t11", ()),
+        SwapCase("operation", keys[1], keys[2], "t3", ()),
+        SwapCase("operation", keys[2], keys[0], "t11", ()),
+    ]
+    each = [runner.effect_scores([c]) for c in cases]
+    torch.testing.assert_close(runner.effect_scores(cases), sum(each) / 3)
+    with pytest.raises(ValueError, match="at least one"):
+        runner.effect_scores([])

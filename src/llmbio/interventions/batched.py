@@ -16,8 +16,9 @@ Edits come in two layouts:
   :func:`generate_batch`), compiled to the edited entries only; their decoder rows are fetched
   with ``clt.decoder_rows``, so offloaded decoders work;
 - :class:`DenseEdits`: one ``scale`` and ``offset`` per (prompt, layer, position, feature), for
-  sweeps that edit many entries per prompt, and for :func:`feature_effects`, the gradient of a
-  metric with respect to every ``scale`` (they use the whole decoder).
+  sweeps that edit many entries per prompt, and for :func:`feature_effects` /
+  :func:`feature_gradients`, the gradient of a metric with respect to every ``scale`` /
+  ``offset`` (they use the whole decoder).
 
 Prompts must have the same length: there is no attention mask, so right padding is harmless
 only to the positions before it (causal attention). Positions ``None`` mean every position but
@@ -32,7 +33,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -346,7 +347,7 @@ def feature_gradients(
     return _edit_gradient(model, clt, input_ids, metric, "offset")
 
 
-def _edit_gradient(model, clt, input_ids, metric: Metric, wrt: str):
+def _edit_gradient(model, clt, input_ids, metric: Metric, wrt: Literal["scale", "offset"]):
     _check(model, clt, input_ids, None)
     edits = DenseEdits.identity(clt, *input_ids.shape)
     leaf = getattr(edits, wrt).requires_grad_(True)

@@ -140,7 +140,9 @@ def swap_plan(grid: Grid, n_prompts: int, seed: int, base: int = 10) -> pd.DataF
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
 
 
-def swap_experiments(model, clt, grid: Grid, plan: pd.DataFrame, groups: dict, experiments: dict):
+def swap_experiments(
+    model, clt, grid: Grid, plan: pd.DataFrame, groups: dict, experiments: dict, base: int = 10
+):
     """Run each experiment on every planned recipient; one row per (experiment, recipient).
 
     ``groups``: name -> ``[(layer, feature), ...]``. ``experiments``: id -> ``(target, edits)``
@@ -149,7 +151,8 @@ def swap_experiments(model, clt, grid: Grid, plan: pd.DataFrame, groups: dict, e
     to ``"ones_donor"`` / ``"tens_donor"`` (set to its values there), ``"own"`` (pinned to the
     recipient's clean values) or ``"zero"``. Every edit acts at ``=`` only. Besides the
     answer, each row names per group the sum whose values it carried (``<group>_sum``: the
-    recipient's when unedited or pinned, -1 when zeroed).
+    recipient's when unedited or pinned, -1 when zeroed). ``base``: the plan's base (column
+    ``base``; ``ones_changed`` and ``tens_kept`` are the answer's digits in it).
     """
     if plan.empty:
         return pd.DataFrame()
@@ -174,7 +177,7 @@ def swap_experiments(model, clt, grid: Grid, plan: pd.DataFrame, groups: dict, e
             mask |= member
         logits, _ = last_position(model, clt, grid.ids[recipients], mask, values, PREFIX_LEN)
         answer = grid.numbers[logits.argmax(-1).numpy()]
-        frame = _score(plan, exp_id, plan[sums[target]].to_numpy(), answer)
+        frame = _score(plan, exp_id, plan[sums[target]].to_numpy(), answer, base)
         for group in named:
             source = edits.get(group, "own")
             frame[f"{group}_sum"] = -1 if source == "zero" else plan[sums[source]].to_numpy()
@@ -182,12 +185,12 @@ def swap_experiments(model, clt, grid: Grid, plan: pd.DataFrame, groups: dict, e
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _score(plan: pd.DataFrame, exp_id: str, want: np.ndarray, answer: np.ndarray) -> pd.DataFrame:
+def _score(plan, exp_id: str, want: np.ndarray, answer: np.ndarray, base: int) -> pd.DataFrame:
     s = plan["sum"].to_numpy()
     return pd.DataFrame({
-        "experiment": exp_id, "a": plan["a"], "b": plan["b"], "sum": s, "target_sum": want,
-        "delta": want - s, "answer": answer, "success": answer == want,
-        "ones_changed": answer % 10 != s % 10, "tens_kept": answer // 10 == s // 10,
+        "experiment": exp_id, "base": base, "a": plan["a"], "b": plan["b"], "sum": s,
+        "target_sum": want, "delta": want - s, "answer": answer, "success": answer == want,
+        "ones_changed": answer % base != s % base, "tens_kept": answer // base == s // base,
         "abs_error": np.abs(answer - s),
     })  # fmt: skip
 

@@ -90,16 +90,15 @@ def interventions(swaps: pd.DataFrame):
     if swaps.empty:
         return _empty("no prompt the model answers correctly: no transplant was run")
     swaps = swaps.assign(within_5=swaps["abs_error"] <= 5)
-    if "base" in swaps:  # the transplants in the organism's own base say which one
-        other = swaps["base"] != 10
-        base = swaps["base"].astype(str)
-        swaps["experiment"] = swaps["experiment"].where(
-            ~other, swaps["experiment"] + " (base " + base + ")"
-        )
+    other = swaps["base"] != 10  # the transplants in the organism's own base say which one
+    swaps["experiment"] = swaps["experiment"].where(
+        ~other, swaps["experiment"] + " (base " + swaps["base"].astype(str) + ")"
+    )
     period = int(swaps["period"].iloc[0])
     fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     panels = [
-        (["success", "within_5", "tens_kept"], "success = answer is the target sum"),
+        (["success", "within_5", "tens_kept"],
+         "success = answer is the target sum; tens kept: in the row's base"),
         (["residue_follows_low_order", "near_magnitude"],
          f"answer mod {period} = low-order source's; |answer - magnitude source| <= {period // 2}"),
     ]  # fmt: skip

@@ -164,9 +164,10 @@ def plot_calibration(ax, grid: pd.DataFrame, hue: str = "form", bar: float = 0.9
 
 
 def best_calibration(grid: pd.DataFrame, bar: float) -> pd.Series:
-    """The row a calibration keeps from ``grid`` (columns ``form``, ``k``, ``success_rate``):
-    the smallest ``k`` at which some form reaches ``bar``, with its most successful form; if
-    none does, the most successful row, smaller ``k`` first. Ties keep the grid's order."""
+    """The row a calibration keeps from ``grid`` (columns ``k``, ``success_rate`` and the
+    alternatives tried at each ``k``, e.g. ``form``): the smallest ``k`` at which some row
+    reaches ``bar``, its most successful one; if none does, the most successful row, smaller
+    ``k`` first. Ties keep the grid's order."""
     ok = grid[grid["success_rate"] >= bar]
     if len(ok):
         return ok.sort_values(["k", "success_rate"], ascending=[True, False], kind="stable").iloc[0]

@@ -26,8 +26,10 @@ contrast of :mod:`llmbio.studies.multilingual` (features that differ between the
 by their *effect* (:meth:`SwapRunner.effect_scores`): the first-order change of ``logit(expected)
 - logit(recipient's answer)`` when the feature is patched to the donor's value at every position
 (attribution patching through the real model), averaged over calibration cases. Features whose
-values differ need not be those the answer reads: a relation word's features sit on its own
-position, and the answer reads them through attention.
+values differ most need not be those the answer depends on.
+
+Calibration cases take their donors among the calibration concepts (``donors``), so that
+neither a ranking nor a size is chosen with a held-out concept's prompt.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class SwapRunner:
     def effect_scores(self, cases: Sequence[SwapCase]) -> torch.Tensor:
         """Mean first-order effect ``(L * F,)`` over ``cases`` of patching each feature (every
         position) to the donor, on ``logit(expected) - logit(recipient's answer)``."""
+        if not cases:
+            raise ValueError("effect_scores needs at least one swap case")
         total, n = None, 0
         for rows in self._by_length(cases):
             runs = [self.runs[cases[i].recipient] for i in rows]
@@ -119,9 +123,10 @@ class SwapRunner:
             minus = torch.tensor([self.tok.convert_tokens_to_ids(r.top) for r in runs])
             metric = logit_differences(plus, minus)
             grads, _, _ = feature_gradients(self.model, self.clt, ids, metric)
+            grads = grads.float().cpu()  # the prompt runs' activations are on the CPU
             for j, i in enumerate(rows):
                 delta = patched_values(runs[j], self.runs[cases[i].donor]) - runs[j].acts
-                effect = (grads[j].float() * delta).sum(1).flatten()  # (L * F,)
+                effect = (grads[j] * delta).sum(1).flatten()  # (L * F,)
                 total = effect if total is None else total + effect
                 n += 1
         return total / n
@@ -175,12 +180,15 @@ class SwapRunner:
         return rows
 
 
-def operation_cases(lexicon, languages, concepts, features) -> list[SwapCase]:
+def operation_cases(lexicon, languages, concepts, features, donors=None) -> list[SwapCase]:
+    """Antonym prompt of each concept <- the synonym prompt of its partner among ``donors``
+    (concepts in world order; default all of them) in the same language."""
+    donors = concept_order(lexicon) if donors is None else donors
     return [
         SwapCase(
             "operation",
             ("antonym", lang, c),
-            ("synonym", lang, partner(concept_order(lexicon), c)),
+            ("synonym", lang, partner(donors, c)),
             lexicon.answer(c, "synonym", lang),
             tuple(features),
         )
@@ -189,11 +197,14 @@ def operation_cases(lexicon, languages, concepts, features) -> list[SwapCase]:
     ]
 
 
-def operand_cases(lexicon, languages, concepts, by_concept: dict) -> list[SwapCase]:
+def operand_cases(lexicon, languages, concepts, by_concept: dict, donors=None) -> list[SwapCase]:
+    """Antonym prompt of each concept <- its partner's among ``donors`` (as
+    :func:`operation_cases`), same language; both concepts' operand features."""
+    donors = concept_order(lexicon) if donors is None else donors
     cases = []
     for lang in languages:
         for c in concepts:
-            t = partner(concept_order(lexicon), c)
+            t = partner(donors, c)
             members = tuple(dict.fromkeys([*by_concept[c], *by_concept[t]]))
             expected = lexicon.answer(t, "antonym", lang)
             cases.append(
@@ -215,14 +226,16 @@ def pair_union(by_language: dict) -> dict[tuple[str, str], list]:
     }
 
 
-def language_cases(lexicon, languages, concepts, by_pair: dict) -> list[SwapCase]:
-    """Antonym prompt of each concept in ``src`` <- another concept's in ``dst``; ``by_pair``:
-    the features of each ``(src, dst)`` pair."""
+def language_cases(lexicon, languages, concepts, by_pair: dict, donors=None) -> list[SwapCase]:
+    """Antonym prompt of each concept in ``src`` <- its partner's among ``donors`` (as
+    :func:`operation_cases`) in ``dst``; ``by_pair``: the features of each ``(src, dst)``
+    pair."""
+    donors = concept_order(lexicon) if donors is None else donors
     cases = []
     for src, dst in language_pairs(languages):
         members = tuple(by_pair[(src, dst)])
         for c in concepts:
-            donor = ("antonym", dst, partner(concept_order(lexicon), c))
+            donor = ("antonym", dst, partner(donors, c))
             expected = lexicon.answer(c, "antonym", dst)
             cases.append(SwapCase("language", ("antonym", src, c), donor, expected, members))
     return cases
@@ -235,7 +248,9 @@ def calibrate(
     rows = []
     for k in grid:
         cases = make_cases(k)
-        rows.append({"k": k, "n_cases": len(cases), "success_rate": runner.success_rate(cases)})
+        size = float(np.mean([len(c.features) for c in cases])) if cases else 0.0
+        rows.append({"k": k, "n_cases": len(cases), "mean_features": size,
+                     "success_rate": runner.success_rate(cases)})  # fmt: skip
         if rows[-1]["success_rate"] >= SUCCESS_BAR:
             break
     best = max(rows, key=lambda r: (r["success_rate"], -r["k"]))
