@@ -21,27 +21,19 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
-from llmbio.studies.planning import couplets, line_end_slot, line_length
-from llmbio.studies.poem_swaps import plan_nodes
-from llmbio.studies.poems import PoemExperiment, Settings
-from llmbio.tokenizer import load_tokenizer
-from llmbio.transcoder.io import load_transcoder
-from llmbio.world import World
+sys.path.insert(0, str(Path(__file__).parent))
+from poems_plan_capture import load_run  # noqa: E402
+
+from llmbio.studies.planning import couplets, line_end_slot, line_length  # noqa: E402
+from llmbio.studies.poem_swaps import plan_nodes  # noqa: E402
+from llmbio.studies.poems import PoemExperiment, Settings  # noqa: E402
 
 PARTS = ("self_attn", "mlp")
 
 
 def main(run: Path) -> None:
-    for part in ("model", "world.json", "transcoder/clt"):
-        if not (run / part).exists():
-            sys.exit(f"{run / part} is missing: run `snakemake --cores all` for that run first")
-    torch.set_num_threads(2)
-    model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
-    tok = load_tokenizer(run / "model")
-    poetry = World.load(run / "world.json").poetry
-    clt = load_transcoder(run / "transcoder" / "clt", model=model)
+    model, tok, poetry, clt = load_run(run)
     settings = Settings(8, -2.0, 2.0, line_length(poetry))  # the study's paper-form values
     exp = PoemExperiment(model, clt, tok, poetry, couplets(poetry, tok), settings)
     pairs = exp.pairs(exp.evaluation, plan_nodes(exp, settings.top_k))

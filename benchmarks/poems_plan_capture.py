@@ -30,6 +30,11 @@ from llmbio.world import World
 
 
 def main(run: Path, transcoder: Path | None = None) -> None:
+    report(plan_capture_table(*load_run(run, transcoder)))
+
+
+def load_run(run: Path, transcoder: Path | None = None):
+    """A finished run's ``(model, tokenizer, poetry, clt)`` (exits naming what is missing)."""
     for part in ("model", "world.json", "transcoder/clt"):
         if not (run / part).exists():
             sys.exit(f"{run / part} is missing: run `snakemake --cores all` for that run first")
@@ -38,7 +43,7 @@ def main(run: Path, transcoder: Path | None = None) -> None:
     tok = load_tokenizer(run / "model")
     poetry = World.load(run / "world.json").poetry
     clt = load_transcoder(transcoder or run / "transcoder" / "clt", model=model)
-    report(plan_capture_table(model, tok, poetry, clt))
+    return model, tok, poetry, clt
 
 
 def plan_capture_table(model, tok, poetry, clt) -> pd.DataFrame:
