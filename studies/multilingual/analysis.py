@@ -27,7 +27,6 @@ Tables (``tables/``):
 from __future__ import annotations
 
 import time
-from collections import Counter
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -37,7 +36,7 @@ from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
-from llmbio.studies.experiments import best_calibration, plot_calibration
+from llmbio.studies.experiments import plot_calibration
 from llmbio.studies.generic import run_declared
 from llmbio.studies.language_overlap import overlap_by_layer, overlap_summary, overlap_table
 from llmbio.studies.multilingual import (
@@ -51,16 +50,7 @@ from llmbio.studies.multilingual import (
     run_lexicon,
     top_features,
 )
-from llmbio.studies.multilingual_swaps import (
-    SUCCESS_BAR,
-    SwapRunner,
-    calibrate,
-    language_cases,
-    language_pairs,
-    operand_cases,
-    operation_cases,
-    pair_union,
-)
+from llmbio.studies.multilingual_swaps import SUCCESS_BAR, SwapRunner, swap_experiments
 from llmbio.world.lexicon import LANGUAGES
 
 EXAMPLE = "small"  # the paper's operand; graphs are traced for its antonym prompts
@@ -105,88 +95,6 @@ def run(context: StudyContext) -> None:
     draw_figures(context, languages)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(f"study multilingual: analysis took {wall:.1f} s ({cpu:.1f} s of CPU)")
-
-
-def swap_experiments(runner, lex, languages, concepts, calib, scores):
-    """Calibrate each swap's selection and supernode size on the calibration concepts (donors
-    among them too), then run it on every concept (with controls). Operation and language
-    supernodes are ranked by contrast or by effect (see :mod:`llmbio.studies.multilingual_swaps`);
-    the operand's are per concept, so they keep the contrast (an effect score would be fit on
-    the very case it is tested on)."""
-    n_feat = runner.clt.n_features
-    rankings = swap_rankings(runner, lex, languages, calib, scores)
-
-    def operation(selection, k, cs, donors=None):
-        features = top_features(rankings["operation"][selection], k, n_feat)
-        return operation_cases(lex, languages, cs, features, donors)
-
-    def operand(_selection, k, cs, donors=None):
-        by_concept = {c: top_features(s, k, n_feat) for c, s in scores["operand"].items()}
-        return operand_cases(lex, languages, cs, by_concept, donors)
-
-    def language(selection, k, cs, donors=None):
-        ranking = rankings["language"][selection]
-        if selection == "contrast":
-            by_pair = pair_union({g: top_features(s, k, n_feat) for g, s in ranking.items()})
-        else:
-            by_pair = {pair: top_features(s, k, n_feat) for pair, s in ranking.items()}
-        return language_cases(lex, languages, cs, by_pair, donors)
-
-    rows, calibration, members = [], [], []
-    for name, make in (("operation", operation), ("operand", operand), ("language", language)):
-        grid = pd.DataFrame([
-            {"swap": name, "selection": selection, **r}
-            for selection in rankings.get(name, ["contrast"])
-            for r in calibrate(runner, lambda k, s=selection, m=make: m(s, k, calib, calib))[1]
-        ])  # fmt: skip
-        best = best_calibration(grid, SUCCESS_BAR)
-        grid["chosen"] = (grid["selection"] == best["selection"]) & (grid["k"] == best["k"])
-        calibration.append(grid)
-        chosen = {"swap": name, "selection": best["selection"], "k": int(best["k"])}
-        cases = make(chosen["selection"], chosen["k"], concepts)
-        used = Counter(f for case in cases for f in case.features)
-        members += [
-            {**chosen, "layer": la, "feature": f, "n_cases": n} for (la, f), n in used.items()
-        ]
-        for row in runner.rows(cases):
-            split = "calibration" if row["concept"] in calib else "heldout"
-            rows.append({**row, **chosen, "split": split})
-    table = pd.DataFrame(rows)
-    if not table.empty:  # did the answer change language, even if not to the expected word?
-        language_of = word_languages(lex)
-        table["answer_language"] = table["top_after"].map(language_of).fillna("other")
-    columns = ["swap", "selection", "k", "layer", "feature", "n_cases"]
-    return table, pd.concat(calibration, ignore_index=True), pd.DataFrame(members, columns=columns)
-
-
-def swap_rankings(runner, lex, languages, calib, scores) -> dict:
-    """Per swap with a choice (operation, language), per selection, the feature scores: the
-    contrast scores, and effect scores measured on calibration cases whose donors are
-    calibration concepts too (language: one per (source, target) pair)."""
-    rankings = {
-        "operation": {"contrast": scores["operation"]},
-        "language": {"contrast": scores["language"]},
-    }
-    rankings["operation"]["effect"] = runner.effect_scores(
-        operation_cases(lex, languages, calib, [], calib)
-    )
-    pairs = language_pairs(languages)
-    blank = language_cases(lex, languages, calib, {pair: [] for pair in pairs}, calib)
-    rankings["language"]["effect"] = {
-        pair: runner.effect_scores([c for c in blank if (c.recipient[1], c.donor[1]) == pair])
-        for pair in pairs
-    }
-    return rankings
-
-
-def word_languages(lex) -> dict[str, str]:
-    """Language of every lexicon word (concept words and synonyms)."""
-    return {
-        word: lang
-        for table in (lex.words, lex.synonyms)
-        for by_lang in table.values()
-        for lang, word in by_lang.items()
-    }
 
 
 def example_roles(scores, runs, lex, n_feat: int) -> dict[str, list]:
