@@ -4,12 +4,14 @@ last-position pass against the one-prompt Intervener."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from tiny_models import random_clt, tiny_model
 
 from llmbio.interventions import Edit, Intervener
 from llmbio.interventions.batched import run_batch
+from llmbio.studies import addition_plots as plots
 from llmbio.studies.addition import Grid, last_position, pick_donor, swap_plan
 from llmbio.studies.operand_plots import classify, explained, grid, synthetic_heatmaps
 
@@ -88,3 +90,15 @@ def test_swap_plan_donors_in_a_base(base):
         da, db = np.divmod(plan[col].to_numpy(), n)
         assert ((da + db) == plan[f"{col}_sum"]).all()
         assert ((da == plan["a"]) | (db == plan["b"])).all()
+
+
+def test_interventions_figure_names_the_base():
+    rows = []
+    for exp, base in (("ones_swap", 10), ("residue_swap", 4)):
+        rows.append({
+            "experiment": exp, "base": base, "success": True, "abs_error": 1, "tens_kept": True,
+            "residue_follows_low_order": True, "near_magnitude": True, "period": 4,
+        })  # fmt: skip
+    fig = plots.interventions(pd.DataFrame(rows))
+    labels = {t.get_text() for t in fig.axes[0].get_xticklabels()}
+    assert labels == {"ones_swap", "residue_swap (base 4)"}
