@@ -263,9 +263,9 @@ def calibrate(
 def swap_experiments(runner, lex, languages, concepts, calib, scores):
     """Calibrate each swap's selection and supernode size on the calibration concepts (donors
     among them too), then run it on every concept (with controls). Operation and language
-    supernodes are ranked by contrast or by effect (see :mod:`llmbio.studies.multilingual_swaps`);
-    the operand's are per concept, so they keep the contrast (an effect score would be fit on
-    the very case it is tested on)."""
+    supernodes are ranked by contrast or by effect (module docstring); the operand's are per
+    concept, so they keep the contrast (an effect score would be fit on the very case it is
+    tested on). Returns the ``swaps``, ``calibration`` and ``swap_features`` tables."""
     n_feat = runner.clt.n_features
     rankings = swap_rankings(runner, lex, languages, calib, scores)
 
