@@ -185,7 +185,9 @@ def swap_experiments(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _score(plan, exp_id: str, want: np.ndarray, answer: np.ndarray, base: int) -> pd.DataFrame:
+def _score(
+    plan: pd.DataFrame, exp_id: str, want: np.ndarray, answer: np.ndarray, base: int
+) -> pd.DataFrame:
     s = plan["sum"].to_numpy()
     return pd.DataFrame({
         "experiment": exp_id, "base": base, "a": plan["a"], "b": plan["b"], "sum": s,

@@ -246,8 +246,9 @@ def language_cases(lexicon, languages, concepts, by_pair: dict, donors=None) -> 
 
 def calibrate(
     runner: SwapRunner, make_cases: Callable[[int], list[SwapCase]], grid=K_GRID
-) -> tuple[int, list[dict]]:
-    """The smallest ``k`` whose cases succeed >= SUCCESS_BAR (else the best); one row per k."""
+) -> list[dict]:
+    """One row per size ``k`` of ``grid``, ascending, up to the first whose cases succeed
+    >= SUCCESS_BAR (:func:`llmbio.studies.experiments.best_calibration` picks from them)."""
     rows = []
     for k in grid:
         cases = make_cases(k)
@@ -256,8 +257,7 @@ def calibrate(
                      "success_rate": runner.success_rate(cases)})  # fmt: skip
         if rows[-1]["success_rate"] >= SUCCESS_BAR:
             break
-    best = max(rows, key=lambda r: (r["success_rate"], -r["k"]))
-    return best["k"], rows
+    return rows
 
 
 def swap_experiments(runner, lex, languages, concepts, calib, scores):
@@ -290,7 +290,7 @@ def swap_experiments(runner, lex, languages, concepts, calib, scores):
         grid = pd.DataFrame([
             {"swap": name, "selection": selection, **r}
             for selection in rankings.get(name, ["contrast"])
-            for r in calibrate(runner, lambda k, s=selection, m=make: m(s, k, calib, calib))[1]
+            for r in calibrate(runner, lambda k, s=selection, m=make: m(s, k, calib, calib))
         ])  # fmt: skip
         best = best_calibration(grid, SUCCESS_BAR)
         grid["chosen"] = (grid["selection"] == best["selection"]) & (grid["k"] == best["k"])
