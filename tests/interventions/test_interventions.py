@@ -139,3 +139,30 @@ def test_table_and_generation(llama, clt, ids):
         greedy = torch.cat([greedy, nxt[None]])
     assert base_gen == greedy[len(ids) :].tolist()
     assert result.generated["baseline"] == " ".join(map(str, base_gen))
+
+
+def test_frozen_final_norm_divides_by_the_clean_denominator(llama, clt, ids):
+    """With ``freeze_final_norm`` the logits are the unembedding of the edited final residual
+    over the clean pass's RMS; the live pass rescales them by the edited RMS instead."""
+    final: list[torch.Tensor] = []
+    hook = llama.model.norm.register_forward_pre_hook(lambda _m, args: final.append(args[0][0]))
+    try:
+        runner = Intervener(llama, clt, ids, freeze_final_norm=True)
+        final.clear()  # the runner's clean recording passed through the hook too
+        clean = runner.baseline
+        edit = [Edit.scale_by((0, int(clean.activations[0, 3].argmax())), -3.0, positions=3)]
+        frozen = runner.run(edit)
+        live = Intervener(llama, clt, ids).run(edit)
+    finally:
+        hook.remove()
+    x_clean, x_edit = final[0], final[1]
+    eps = llama.config.rms_norm_eps
+    clean_scale = torch.rsqrt(x_clean.pow(2).mean(-1, keepdim=True) + eps)
+    expected = llama.lm_head(llama.model.norm.weight * (x_edit * clean_scale))
+    torch.testing.assert_close(frozen.logits, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(clean.logits, llama(input_ids=ids[None]).logits[0])
+    # before the edit the two agree (to the float32 the Hugging Face RMSNorm computes in)
+    torch.testing.assert_close(frozen.logits[:3], live.logits[:3], rtol=0, atol=1e-7)
+    assert (frozen.logits[3:] - live.logits[3:]).abs().max() > 1e-3
+    # only the final norm is frozen: the residual stream is the live one
+    torch.testing.assert_close(frozen.resid_mid, live.resid_mid, rtol=0, atol=1e-7)

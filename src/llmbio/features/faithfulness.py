@@ -14,6 +14,8 @@ The real effect (``actual``) zeroes the feature at its position with
 :func:`llmbio.interventions.intervene` and measures the change of the same de-meaned logit.
 With every layer constrained and attention frozen the pass is the graph's linear model, and
 ``actual`` equals ``predicted_direct``. Softcapped logits (Gemma-2) are compared after the cap.
+``freeze_final_norm`` holds the final norm's denominator at its clean value, as the graph's
+logit node does: the real pass then keeps every nonlinearity but the output's rescaling.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ def faithfulness(
     *,
     freeze_attention: bool = False,
     constrained_layers: Iterable[int] | None = None,
+    freeze_final_norm: bool = False,
     show_progress: bool = True,
 ) -> tuple[pd.DataFrame, float]:
     """Predicted vs real ablation effects of sampled feature nodes on the top logit.
@@ -95,6 +98,7 @@ def faithfulness(
     runner = Intervener(
         model, clt, graph.input_ids,
         freeze_attention=freeze_attention, constrained_layers=constrained_layers,
+        freeze_final_norm=freeze_final_norm,
     )  # fmt: skip
     base = _demeaned(runner.baseline.logits, token)
     rows = []

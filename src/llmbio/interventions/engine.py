@@ -15,6 +15,9 @@ hook on the MLP output adds what is queued. Modes:
 - ``freeze_attention``: attention patterns are those of the clean run (the attribution tracer's
   frozen attention). When every layer is constrained, norm denominators are frozen too, so
   the pass is the local replacement model's linear map: the effects equal graph edges.
+- ``freeze_final_norm``: the final norm divides by its clean denominator, as the attribution
+  graph's logit nodes do. An edit then cannot rescale every logit by changing the final
+  residual's norm (the output "temperature"), an effect the graph holds fixed by construction.
 """
 
 from __future__ import annotations
@@ -168,6 +171,7 @@ class Intervener:
         *,
         freeze_attention: bool = False,
         constrained_layers: Iterable[int] | None = None,
+        freeze_final_norm: bool = False,
     ):
         if model.training:
             raise ValueError("The model is in training mode (dropout); call model.eval() first.")
@@ -178,7 +182,9 @@ class Intervener:
         self.freeze_attention = freeze_attention
         self.constrained = check_layers(constrained_layers, clt.n_layers)
         self.freeze_norms = self.constrained == frozenset(range(clt.n_layers))
-        self.clean = self._record() if (freeze_attention or self.constrained) else None
+        self.freeze_final_norm = freeze_final_norm or self.freeze_norms
+        needs_clean = freeze_attention or self.constrained or self.freeze_final_norm
+        self.clean = self._record() if needs_clean else None
 
     @property
     def n_pos(self) -> int:
@@ -192,6 +198,14 @@ class Intervener:
             [self.clt.encode(rec.resid_mid[i].to(dtype), i) for i in range(rec.n_layers)]
         )
         return _Clean(rec, rec.mlp_out, acts)
+
+    def _frozen_norms(self) -> list[tuple[nn.Module, torch.Tensor]]:
+        """(norm module, clean scale) pairs whose denominators this runner holds fixed."""
+        if not self.freeze_final_norm:
+            return []
+        norms = self.adapter.all_norms(self.model)  # the final norm comes last
+        pairs = list(zip(norms, self.clean.recording.norm_scales, strict=True))
+        return pairs if self.freeze_norms else pairs[-1:]
 
     @functools.cached_property
     def baseline(self) -> PassOutput:
@@ -207,11 +221,9 @@ class Intervener:
             if self.freeze_attention:
                 patterns = self.clean.recording.patterns
                 use_attention(stack, model, adapter, FROZEN_ATTENTION, patterns)
-            if self.freeze_norms:
-                scales = self.clean.recording.norm_scales
-                for norm, scale in zip(adapter.all_norms(model), scales, strict=True):
-                    hook = functools.partial(_frozen_norm_hook, adapter, scale)
-                    stack.callback(norm.register_forward_hook(hook, with_kwargs=True).remove)
+            for norm, scale in self._frozen_norms():
+                hook = functools.partial(_frozen_norm_hook, adapter, scale)
+                stack.callback(norm.register_forward_hook(hook, with_kwargs=True).remove)
             hook_layers(stack, model, adapter, clt.n_layers, state.read, state.write)
             logits = model(input_ids=self.input_ids[None], use_cache=False).logits[0]
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))

@@ -191,6 +191,9 @@ def faithfulness_graphs(
     Two seeded samples of at most ``n_features`` feature nodes per graph (column ``sample``):
     ``pruned_graph``, the features the pruned graph keeps (what a reader of the graph sees and
     reasons with), and ``all_active``, any active feature (most of which have tiny effects).
+    Column ``final_norm``: ``live`` (the real model) for both samples; the pruned sample again
+    with the final norm's denominator ``frozen`` at its clean value, as in the graph, which
+    separates the output's rescaling from every other nonlinearity the graph leaves out.
     """
     from llmbio.attribution.graph import Graph
     from llmbio.features.faithfulness import faithfulness, plot_faithfulness
@@ -200,23 +203,33 @@ def faithfulness_graphs(
         graph = Graph.load(path)
         name = path.name.removesuffix(".graph.safetensors")
         kept = kept_feature_nodes(path.with_name(f"{name}.nodes.parquet"), n_features)
-        for sample, nodes in (
-            ("pruned_graph", kept),
-            ("all_active", None),
+        for sample, nodes, final_norm in (
+            ("pruned_graph", kept, "live"),
+            ("all_active", None, "live"),
+            ("pruned_graph", kept, "frozen"),
         ):
             if nodes is not None and len(nodes) == 0:
                 continue
             table, rho = faithfulness(
-                model, clt, graph, n_features=n_features, nodes=nodes, show_progress=False
+                model, clt, graph, n_features=n_features, nodes=nodes,
+                freeze_final_norm=final_norm == "frozen", show_progress=False,
+            )  # fmt: skip
+            print(
+                f"{name} ({sample}, final norm {final_norm}): Spearman {rho:.3f} "
+                f"over {len(table)} features"
             )
-            print(f"{name} ({sample}): Spearman {rho:.3f} over {len(table)} features")
-            frames.append(table.assign(graph=name, sample=sample, spearman=rho))
+            frames.append(
+                table.assign(graph=name, sample=sample, final_norm=final_norm, spearman=rho)
+            )
     table = pd.concat(frames, ignore_index=True)
     table.to_parquet(out_table, index=False)
-    draw_figure(
-        lambda t: plot_faithfulness(t[t["sample"] == "pruned_graph"]), out_figure, [out_table]
-    )
+    draw_figure(lambda t: plot_faithfulness(_as_published(t)), out_figure, [out_table])
     return table
+
+
+def _as_published(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the faithfulness figure: the pruned graphs' features on the real model."""
+    return table[(table["sample"] == "pruned_graph") & (table["final_norm"] == "live")]
 
 
 def kept_feature_nodes(nodes_path: Path, n_features: int, seed: int = 0) -> list[int]:
