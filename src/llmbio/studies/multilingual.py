@@ -208,8 +208,9 @@ def position_map(recipient: PromptRun, donor: PromptRun) -> list[tuple[int, tupl
 def mixed_prompts(model, clt, tokenizer, lexicon, languages) -> pd.DataFrame:
     """Antonym prompts whose template and concept word are in different languages.
 
-    The corpus never mixes them; the answer's language shows which of the two the model takes
-    its output language from (``other``: neither language's antonym).
+    About 13% of the corpus's questions are mixed like this (:meth:`Lexicon.document`), always
+    answered in the template's language; the answer's language shows which of the two the
+    model takes its output language from (``other``: neither language's antonym).
     """
     keys = [(t, w, c) for t in languages for w in languages if w != t for c in lexicon.words]
     texts = [PROMPTS[("antonym", t)].format(w=lexicon.words[c][w]) for t, w, c in keys]

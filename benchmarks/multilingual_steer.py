@@ -1,0 +1,145 @@
+"""Is the relation, or the output language, one direction in the organism's MLP outputs?
+
+The multilingual study swaps the operation (antonym -> synonym) and the output language by
+patching transcoder features from a donor prompt that names *another* concept, so that only
+what is shared across concepts can move the answer. This script asks the same question of the
+real model, with no transcoder:
+
+- **steering**: a mean-difference vector per layer and recipient position, averaged over the
+  study's calibration concepts: the target prompt's outputs (synonym prompt, or the antonym
+  prompt in the target language, positions matched by role) minus the source prompt's. It is
+  added to the outputs of every layer's MLP (or attention) at every position of the held-out
+  concepts' antonym prompts. Success: the top token is the concept's synonym, or its antonym
+  in the target language; ``in_target`` counts answers in the target language at all;
+- **same-concept patch** (the upper bound): every layer's MLP (or attention) outputs replaced
+  by those of the same concept's target prompt, position by role.
+
+If steering works on held-out concepts, the model carries the change as one concept-independent
+direction in those outputs; if only the same-concept patch works, it is bound to the concept.
+
+    python benchmarks/multilingual_steer.py results/organism
+
+Reads a finished run (model, world, transcoder/clt for the lexicon runs); writes nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from poems_plan_capture import load_run  # noqa: E402
+
+from llmbio.studies.multilingual import concept_order, position_map, run_lexicon  # noqa: E402
+from llmbio.studies.multilingual_swaps import language_pairs  # noqa: E402
+from llmbio.world import World  # noqa: E402
+from llmbio.world.lexicon import LANGUAGES  # noqa: E402
+
+PARTS = ("mlp", "self_attn")
+
+
+def main(run: Path) -> None:
+    model, tok, _, clt = load_run(run)
+    lex = World.load(run / "world.json").lexicon
+    languages, concepts = list(LANGUAGES), concept_order(lex)
+    calib = [c for i, c in enumerate(concepts) if (i // 2) % 2 == 0]  # as the study splits
+    held_out = [c for c in concepts if c not in calib]
+    runs = run_lexicon(model, clt, tok, lex, languages)
+    swaps = [("operation", lang, ("antonym", lang), ("synonym", lang)) for lang in languages]
+    swaps += [
+        ("language", f"{src}->{dst}", ("antonym", src), ("antonym", dst))
+        for src, dst in language_pairs(languages)
+    ]
+    rows = []
+    for part in PARTS:
+        for swap, name, (r0, l0), (r1, l1) in swaps:
+            words = {lex.answer(c, r, l1) for c in concepts for r in ("antonym", "synonym")}
+            words |= {lex.words[c][l1] for c in concepts}  # any word of the target language
+            pairs = [(runs[(r0, l0, c)], runs[(r1, l1, c)]) for c in calib]
+            vector = steering_vector(model, part, pairs)
+            for c in held_out:
+                rec, donor, target = runs[(r0, l0, c)], runs[(r1, l1, c)], lex.answer(c, r1, l1)
+                steered = top_token(model, tok, rec.ids, part, add=vector)
+                full = outputs(model, donor.ids, part)
+                patch = torch.zeros_like(vector)
+                mask = torch.zeros(vector.shape[1], dtype=torch.bool)
+                for p, qs in position_map(rec, donor):
+                    patch[:, p], mask[p] = full[:, list(qs)].mean(1), True
+                patched = top_token(model, tok, rec.ids, part, replace=(patch, mask))
+                rows.append({
+                    "part": part, "swap": swap, "pair": name, "concept": c,
+                    "steering": steered == target, "in_target": steered in words,
+                    "same_concept_patch": patched == target,
+                })  # fmt: skip
+    table = pd.DataFrame(rows)
+    cols = ["steering", "in_target", "same_concept_patch"]
+    print(f"held-out concepts: {len(held_out)}; steering vectors from {len(calib)} concepts")
+    print(table.groupby(["part", "swap"])[cols].mean().round(3).to_string())
+    print(table.groupby(["part", "swap", "pair"])["steering"].mean().round(2).unstack(0))
+
+
+def outputs(model, ids, part: str) -> torch.Tensor:
+    """Every layer's ``part`` output ``(L, n, D)`` on ``ids``."""
+    with hooked(model, part, lambda layer, y: y) as found, torch.no_grad():
+        model(torch.tensor([list(ids)]))
+    return torch.stack(found)
+
+
+def steering_vector(model, part: str, pairs) -> torch.Tensor:
+    """Mean over ``(source, target)`` prompt runs of the target's outputs minus the source's,
+    at the source's positions (by role); ``(L, n, D)``."""
+    diffs = []
+    for source, target in pairs:
+        a, b = outputs(model, source.ids, part), outputs(model, target.ids, part)
+        d = torch.zeros_like(a)
+        for p, qs in position_map(source, target):
+            d[:, p] = b[:, list(qs)].mean(1) - a[:, p]
+        diffs.append(d)
+    return torch.stack(diffs).mean(0)
+
+
+def top_token(model, tok, ids, part: str, add=None, replace=None) -> str:
+    def edit(layer, y):
+        if add is not None:
+            return y + add[layer][None]
+        values, mask = replace
+        y = y.clone()
+        y[:, mask] = values[layer][mask]
+        return y
+
+    with hooked(model, part, edit), torch.no_grad():
+        logits = model(torch.tensor([list(ids)])).logits[0, -1]
+    return tok.convert_ids_to_tokens(int(logits.argmax()))
+
+
+@contextmanager
+def hooked(model, part: str, edit):
+    """Forward hooks on every layer's ``part``: its output becomes ``edit(layer, output)``;
+    yields the list of the (edited) outputs of the first sequence, layer by layer."""
+    found: list[torch.Tensor] = []
+
+    def hook(layer):
+        def run(_module, _args, out):
+            y = edit(layer, out[0] if isinstance(out, tuple) else out)
+            found.append(y[0].detach())
+            return (y, *out[1:]) if isinstance(out, tuple) else y
+
+        return run
+
+    modules = [getattr(layer, part) for layer in model.model.layers]
+    handles = [module.register_forward_hook(hook(i)) for i, module in enumerate(modules)]
+    try:
+        yield found
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python benchmarks/multilingual_steer.py results/<run>")
+    main(Path(sys.argv[1]))
