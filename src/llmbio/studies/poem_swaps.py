@@ -20,10 +20,13 @@ from llmbio.studies.poems import PoemExperiment, plan_supernodes
 # The paper's single edit (8 features, own plan x-2, donor plan at 2x) moved few lines on the
 # organism, as it moved few states and refusals in those studies; larger supernodes and a
 # position-aligned copy of the donor's values ("copy": both plans' members set to the donor's
-# value times the factor) are the same grid those studies calibrate over.
-CAL_SIZES = (8, 16, 32, 64, 128)
+# value times the factor) are the same grid those studies calibrate over. With 8-128 features
+# and copies up to x2 the best cell was the grid's corner (success still rising along both
+# axes), so the grid goes one size and two multipliers further (the paper injects at 2x-50x).
+CAL_SIZES = (8, 16, 32, 64, 128, 256)
 CAL_FORMS = {"paper": ("scale", 2.0), "copy": ("copy", 1.0), "copy_x1.5": ("copy", 1.5),
-             "copy_x2": ("copy", 2.0)}  # fmt: skip
+             "copy_x2": ("copy", 2.0), "copy_x3": ("copy", 3.0),
+             "copy_x4": ("copy", 4.0)}  # fmt: skip
 SUCCESS_BAR = 0.9
 CALIBRATED_COLUMNS = [
     "first_word", "form", "planned", "injected", "edit_form", "k", "line_before", "line_after",
