@@ -60,3 +60,34 @@ def test_cli_errors_name_the_fix(run_dir):
         intervene_cli([*base, "--feature", "1/4=dx2"])
     with pytest.raises(SystemExit, match="No model"):
         intervene_cli([*base, "--run", "missing", "--feature", "1/4=x2"])
+
+
+def test_cli_freeze_final_norm_changes_only_the_edited_logits(run_dir, tmp_path):
+    """``--freeze-final-norm`` divides by the clean final-norm denominator: the baseline is the
+    model's, the intervened logits are those of :class:`Intervener` in that mode."""
+    from llmbio.interventions import Edit, Intervener, parse_edit
+    from llmbio.tokenizer import encode, load_tokenizer
+    from llmbio.transcoder.io import load_transcoder
+
+    tables = {}
+    for flag in ((), ("--freeze-final-norm",)):
+        out = tmp_path / f"t{len(flag)}.parquet"
+        argv = [
+            "--results", str(run_dir.parent), "--run", "r", "--prompt", PROMPT,
+            "--feature", "0/3=5.0", "--out", str(out), *flag,
+        ]  # fmt: skip
+        assert intervene_cli(argv) == 0
+        t = pd.read_parquet(out)
+        tables[bool(flag)] = t[t["kind"] == "token"].set_index(["condition", "token_id"])["logit"]
+    live, frozen = tables[False], tables[True]
+    pd.testing.assert_series_equal(live["baseline"], frozen["baseline"], atol=1e-6)
+    model = LlamaForCausalLM.from_pretrained(run_dir / "model").eval()
+    tok = load_tokenizer(run_dir / "model")
+    clt = load_transcoder(run_dir / "transcoder" / "clt", model=model)
+    edit: Edit = parse_edit("0/3=5.0")
+    runner = Intervener(model, clt, encode(tok, PROMPT), freeze_final_norm=True)
+    logits = runner.run([edit]).logits[-1]
+    live_logits = Intervener(model, clt, encode(tok, PROMPT)).run([edit]).logits[-1]
+    ids = frozen["intervened"].index.to_numpy()
+    assert frozen["intervened"].to_numpy() == pytest.approx(logits[ids].numpy(), abs=1e-6)
+    assert (logits - live_logits).abs().max() > 100 * 1e-6  # the flag did change the pass

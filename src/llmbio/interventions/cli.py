@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--donor-prompt", help="prompt whose activations dx edits inject")
     p.add_argument("--donor-position", type=int, default=-1, help="donor token position")
     p.add_argument("--freeze-attention", action="store_true", help="keep clean attention")
+    p.add_argument(
+        "--freeze-final-norm", action="store_true",
+        help="divide by the clean final-norm denominator, as the attribution graph does",
+    )  # fmt: skip
     p.add_argument("--constrained", help="constrained layers: 'a:b' (a..b-1) or '0,1,2'")
     p.add_argument("--top-k", type=int, default=10, help="top tokens to report")
     p.add_argument("--generate", type=int, default=0, help="greedy tokens to generate")
@@ -99,7 +103,8 @@ def intervene_cli(argv: Sequence[str] | None = None) -> int:
         ]  # fmt: skip
     result = intervene(
         model, clt, args.prompt, edits, freeze_attention=args.freeze_attention,
-        constrained_layers=parse_layers(args.constrained), top_k=args.top_k,
+        constrained_layers=parse_layers(args.constrained),
+        freeze_final_norm=args.freeze_final_norm, top_k=args.top_k,
         supernodes=named.values(), tokenizer=tokenizer, max_new_tokens=args.generate,
     )  # fmt: skip
     table = result.table(experiment=args.prompt)

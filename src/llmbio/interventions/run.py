@@ -143,6 +143,7 @@ def intervene(
     *,
     freeze_attention: bool = False,
     constrained_layers: Iterable[int] | None = None,
+    freeze_final_norm: bool = False,
     top_k: int = 10,
     supernodes: Iterable[Supernode] = (),
     tokenizer: Any = None,
@@ -157,9 +158,12 @@ def intervene(
     """
     edits = tuple(edits)
     ids = prompt_ids(input_ids, tokenizer)
-    runner = Intervener(
-        model, clt, ids, freeze_attention=freeze_attention, constrained_layers=constrained_layers
+    mode = dict(
+        freeze_attention=freeze_attention,
+        constrained_layers=constrained_layers,
+        freeze_final_norm=freeze_final_norm,
     )
+    runner = Intervener(model, clt, ids, **mode)
     groups = _groups(edits, supernodes)
     for group in groups:  # fail before running anything
         for layer, feature in group.features:
@@ -169,7 +173,6 @@ def intervene(
         ids, runner.baseline, runner.run(edits), edits, groups, top_k, tokenizer
     )
     if max_new_tokens:
-        mode = dict(freeze_attention=freeze_attention, constrained_layers=constrained_layers)
         for condition, chosen in (("baseline", ()), ("intervened", edits)):
             new = generate_with_edits(model, clt, ids, chosen, max_new_tokens, **mode)
             text = tokenizer.decode(new) if tokenizer is not None else " ".join(map(str, new))
@@ -187,6 +190,7 @@ def generate_with_edits(
     *,
     freeze_attention: bool = False,
     constrained_layers: Iterable[int] | None = None,
+    freeze_final_norm: bool = False,
     eos_token_id: int | None = None,
     tokenizer: Any = None,
 ) -> list[int]:
@@ -203,7 +207,7 @@ def generate_with_edits(
     for _ in range(max_new_tokens):
         runner = Intervener(
             model, clt, ids, freeze_attention=freeze_attention,
-            constrained_layers=constrained_layers,
+            constrained_layers=constrained_layers, freeze_final_norm=freeze_final_norm,
         )  # fmt: skip
         token = int(runner.run(edits).logits[-1].argmax())
         new.append(token)
