@@ -14,6 +14,10 @@ real model, with no transcoder:
 - **same-concept patch** (the upper bound): every layer's MLP (or attention) outputs replaced
   by those of the same concept's target prompt, position by role.
 
+Both are repeated in the transcoder's basis (``clt_features``): the mean difference of every
+feature's activation added to the recipient's (a steering the transcoder can express), and
+every feature set to the same-concept target's values (error nodes stay the recipient's).
+
 If steering works on held-out concepts, the model carries the change as one concept-independent
 direction in those outputs; if only the same-concept patch works, it is bound to the concept.
 
@@ -34,12 +38,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from poems_plan_capture import load_run  # noqa: E402
 
+from llmbio.features.supernodes import Supernode  # noqa: E402
+from llmbio.interventions import Edit  # noqa: E402
+from llmbio.interventions.batched import run_batch  # noqa: E402
 from llmbio.studies.multilingual import concept_order, position_map, run_lexicon  # noqa: E402
 from llmbio.studies.multilingual_swaps import language_pairs  # noqa: E402
 from llmbio.world import World  # noqa: E402
 from llmbio.world.lexicon import LANGUAGES  # noqa: E402
 
-PARTS = ("mlp", "self_attn")
+PARTS = ("mlp", "self_attn", "clt_features")
 
 
 def main(run: Path) -> None:
@@ -60,16 +67,24 @@ def main(run: Path) -> None:
             words = {lex.answer(c, r, l1) for c in concepts for r in ("antonym", "synonym")}
             words |= {lex.words[c][l1] for c in concepts}  # any word of the target language
             pairs = [(runs[(r0, l0, c)], runs[(r1, l1, c)]) for c in calib]
-            vector = steering_vector(model, part, pairs)
+            if part == "clt_features":
+                vector = mean_difference(pairs, lambda run: run.acts)
+            else:
+                vector = mean_difference(pairs, lambda run, pt=part: outputs(model, run.ids, pt))
             for c in held_out:
                 rec, donor, target = runs[(r0, l0, c)], runs[(r1, l1, c)], lex.answer(c, r1, l1)
-                steered = top_token(model, tok, rec.ids, part, add=vector)
-                full = outputs(model, donor.ids, part)
-                patch = torch.zeros_like(vector)
-                mask = torch.zeros(vector.shape[1], dtype=torch.bool)
-                for p, qs in position_map(rec, donor):
-                    patch[:, p], mask[p] = full[:, list(qs)].mean(1), True
-                patched = top_token(model, tok, rec.ids, part, replace=(patch, mask))
+                if part == "clt_features":
+                    steered = features_top(model, clt, tok, rec, rec.acts + vector)
+                    patched = features_top(
+                        model, clt, tok, rec, by_role(rec, donor, rec.acts, donor.acts)
+                    )
+                else:
+                    steered = top_token(model, tok, rec.ids, part, add=vector)
+                    full = outputs(model, donor.ids, part)
+                    patch = by_role(rec, donor, torch.zeros_like(vector), full)
+                    mask = torch.zeros(vector.shape[1], dtype=torch.bool)
+                    mask[[p for p, _ in position_map(rec, donor)]] = True
+                    patched = top_token(model, tok, rec.ids, part, replace=(patch, mask))
                 rows.append({
                     "part": part, "swap": swap, "pair": name, "concept": c,
                     "steering": steered == target, "in_target": steered in words,
@@ -89,17 +104,36 @@ def outputs(model, ids, part: str) -> torch.Tensor:
     return torch.stack(found)
 
 
-def steering_vector(model, part: str, pairs) -> torch.Tensor:
-    """Mean over ``(source, target)`` prompt runs of the target's outputs minus the source's,
-    at the source's positions (by role); ``(L, n, D)``."""
+def by_role(recipient, donor, base: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``base`` ``(L, n, ...)`` with each recipient position set to ``values`` at the donor
+    position(s) of the same role (their mean); BOS keeps ``base``."""
+    out = base.clone()
+    for p, qs in position_map(recipient, donor):
+        out[:, p] = values[:, list(qs)].mean(1)
+    return out
+
+
+def mean_difference(pairs, read) -> torch.Tensor:
+    """Mean over ``(source, target)`` prompt runs of ``read(target) - read(source)``, the
+    target's values taken at the source's positions by role; ``(L, n, ...)``."""
     diffs = []
     for source, target in pairs:
-        a, b = outputs(model, source.ids, part), outputs(model, target.ids, part)
-        d = torch.zeros_like(a)
-        for p, qs in position_map(source, target):
-            d[:, p] = b[:, list(qs)].mean(1) - a[:, p]
-        diffs.append(d)
+        a = read(source)
+        diffs.append(by_role(source, target, a, read(target)) - a)
     return torch.stack(diffs).mean(0)
+
+
+def features_top(model, clt, tok, recipient, values: torch.Tensor) -> str:
+    """Top token with every transcoder feature set to ``values`` ``(L, n, F)`` at every
+    position but BOS (real forward pass, error nodes and attention live)."""
+    layers, features = clt.n_layers, clt.n_features
+    node = Supernode.make("all", [f"{la}/{f}" for la in range(layers) for f in range(features)])
+    edits = [
+        Edit.inject(node, values[:, p].reshape(-1), 1.0, positions=(p,))
+        for p in range(1, len(recipient.ids))
+    ]
+    logits = run_batch(model, clt, torch.tensor([recipient.ids]), [edits]).logits[0, -1]
+    return tok.convert_ids_to_tokens(int(logits.argmax()))
 
 
 def top_token(model, tok, ids, part: str, add=None, replace=None) -> str:
