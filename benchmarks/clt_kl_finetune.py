@@ -43,9 +43,8 @@ from llmbio.world import World
 METRICS = ("top1_agreement", "kl", "nmse", "l0", "dead_fraction")
 
 
-def fine_tune(model, tok, clt, run: Path, args) -> float:
+def fine_tune(model, tok, clt, run: Path, cfg, args) -> float:
     """Fine-tune ``clt`` in place; returns the seconds it took."""
-    cfg = load_config("config/config.yaml")
     seqs = cache_sequences(load_corpus(run / "corpus.parquet"), tok, cfg)
     held = torch.as_tensor(is_eval_sequence(np.arange(len(seqs)), cfg.cache.eval_fraction))
     train = seqs[~held]
@@ -82,9 +81,7 @@ def fine_tune(model, tok, clt, run: Path, args) -> float:
     return time.perf_counter() - start
 
 
-def measure(model, tok, poetry, clt, run: Path) -> dict:
-    cfg = load_config("config/config.yaml")
-    held_out = _eval_text(cfg, World.load(run / "world.json"), tok).split(32)
+def measure(model, tok, poetry, clt, run: Path, held_out) -> dict:
     table = evaluate_transcoder(clt, ActivationReader(run / "activations"), model, held_out)
     row = {"plan_share": round(plan_share(plan_capture_table(model, tok, poetry, clt)), 3)}
     for _, r in table[table["metric"].isin(METRICS)].iterrows():
@@ -105,9 +102,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     model, tok, poetry, clt = load_run(args.run)
-    before = measure(model, tok, poetry, clt, args.run)
-    seconds = fine_tune(model, tok, clt, args.run, args)
-    after = measure(model, tok, poetry, clt, args.run)
+    cfg = load_config("config/config.yaml")
+    held_out = _eval_text(cfg, World.load(args.run / "world.json"), tok).split(32)
+    before = measure(model, tok, poetry, clt, args.run, held_out)
+    seconds = fine_tune(model, tok, clt, args.run, cfg, args)
+    after = measure(model, tok, poetry, clt, args.run, held_out)
     print(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "seconds": seconds}))
     for key in before:
         print(f"{key:22s} {before[key]:>9} -> {after[key]}")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 
 import pandas as pd
@@ -123,11 +124,15 @@ def mean_difference(pairs, read) -> torch.Tensor:
     return torch.stack(diffs).mean(0)
 
 
+@cache
+def every_feature(n_layers: int, n_features: int) -> Supernode:
+    return Supernode.make("all", [f"{la}/{f}" for la in range(n_layers) for f in range(n_features)])
+
+
 def features_top(model, clt, tok, recipient, values: torch.Tensor) -> str:
     """Top token with every transcoder feature set to ``values`` ``(L, n, F)`` at every
     position but BOS (real forward pass, error nodes and attention live)."""
-    layers, features = clt.n_layers, clt.n_features
-    node = Supernode.make("all", [f"{la}/{f}" for la in range(layers) for f in range(features)])
+    node = every_feature(clt.n_layers, clt.n_features)
     edits = [
         Edit.inject(node, values[:, p].reshape(-1), 1.0, positions=(p,))
         for p in range(1, len(recipient.ids))
