@@ -98,9 +98,10 @@ class _ActivationCapture:
         return hook
 
     def stacked(self, kind: str) -> torch.Tensor:
-        """``(B, T, L, D)`` float32 activations of ``kind`` from the last forward pass."""
+        """``(B, T, L, D)`` float32 activations of ``kind`` from the last forward pass (CPU)."""
         hook = resid_mid_hook if kind == "resid_mid" else mlp_out_hook
-        return torch.stack([self.store[hook(i)] for i in range(self.n_layers)], dim=2).float()
+        stacked = torch.stack([self.store[hook(i)] for i in range(self.n_layers)], dim=2)
+        return stacked.float().cpu()
 
     def remove(self) -> None:
         for h in self.handles:

@@ -23,7 +23,11 @@ def pick_device(name: str = "auto") -> torch.device:
     if name != "auto":
         device = torch.device(name)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError(f"device {name!r} was asked for but CUDA is not available")
+            raise RuntimeError(
+                f"device {name!r} was asked for but CUDA is not available (torch "
+                f"{torch.__version__}); set the config's device to 'auto' or 'cpu', or install "
+                "a CUDA build of torch"
+            )
         return device
     if torch.cuda.is_available():
         return torch.device("cuda")

@@ -174,3 +174,21 @@ def test_cache_sequences_add_task_only_sequences(tiny_cfg, tiny_corpus, tiny_tok
     for bad in ({"poems": 0.2}, {"poetry": 1.0}):
         with pytest.raises(ValueError, match="cache.task_sequences"):
             cache_sequences(tiny_corpus, tiny_tokenizer, cfg_with(task_sequences=bad))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cache_of_a_model_on_the_gpu_equals_the_cpu_cache(model, sequences, cache, tmp_path):
+    import copy
+
+    on_gpu = copy.deepcopy(model).cuda()
+    gpu = ActivationReader(
+        cache_activations(
+            on_gpu, sequences, tmp_path / "g", shard_tokens=50, dtype="float32", eval_fraction=0.25
+        )
+    )
+    cpu = ActivationReader(cache)
+    assert gpu.manifest["n_tokens"] == cpu.manifest["n_tokens"]
+    xg, yg = next(gpu.iter_batches(10_000, shuffle=False))
+    xc, yc = next(cpu.iter_batches(10_000, shuffle=False))
+    torch.testing.assert_close(xg, xc, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(yg, yc, rtol=1e-4, atol=1e-5)

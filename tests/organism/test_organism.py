@@ -74,3 +74,35 @@ def test_save_load_round_trip(tiny_cfg, tiny_tokenizer, tmp_path):
     ids = torch.tensor([encode(tok, "calc: 3+4=")])
     torch.testing.assert_close(model(ids).logits, loaded(ids).logits)
     assert (tmp_path / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_matches_cpu_and_resumes(tiny_cfg, tiny_tokenizer, tiny_corpus, tmp_path):
+    cpu, seqs = _setup(tiny_cfg, tiny_tokenizer, tiny_corpus)
+    c_cpu = train_model(cpu, seqs, tiny_cfg.train, tmp_path / "cpu", progress=False)
+    gpu, _ = _setup(tiny_cfg, tiny_tokenizer, tiny_corpus)
+    c_gpu = train_model(gpu.cuda(), seqs, tiny_cfg.train, tmp_path / "gpu", progress=False)
+    assert c_gpu["loss"].iloc[0] == pytest.approx(c_cpu["loss"].iloc[0], rel=1e-4)
+    assert c_gpu["loss"].iloc[-1] == pytest.approx(c_cpu["loss"].iloc[-1], rel=0.02)
+    m, _ = _setup(tiny_cfg, tiny_tokenizer, tiny_corpus)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(
+            m.cuda(), _Interrupting(seqs, 11), tiny_cfg.train, tmp_path / "ck", progress=False
+        )
+    resumed, _ = _setup(tiny_cfg, tiny_tokenizer, tiny_corpus)
+    train_model(resumed.cuda(), seqs, tiny_cfg.train, tmp_path / "ck", progress=False)
+    for (k, a), b in zip(gpu.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_training_on_a_missing_gpu_fails_with_the_fix(tiny_cfg, tmp_path):
+    import dataclasses
+
+    from llmbio.stages.organism import train_stage
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    cfg = dataclasses.replace(tiny_cfg, train=dataclasses.replace(tiny_cfg.train, device="cuda"))
+    with pytest.raises(RuntimeError, match="CUDA is not available.*'auto' or 'cpu'"):
+        train_stage(cfg, tmp_path / "no-corpus", tmp_path / "no-tok", tmp_path / "m",
+                    tmp_path / "c.parquet", tmp_path / "ck")  # fmt: skip

@@ -136,3 +136,31 @@ def test_same_seed_same_weights_and_resume_after_interrupt(reader, tmp_path, mon
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"different config .*'seed'"):
         train_transcoder(reader, dataclasses.replace(cfg, seed=1), tmp_path / "c", progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_training_matches_cpu_and_resumes(reader, tmp_path, monkeypatch):
+    cfg = dataclasses.replace(TINY, n_steps=30, checkpoint_every=10)
+    on_cpu = train_transcoder(reader, cfg, tmp_path / "cpu", progress=False)
+    on_gpu = train_transcoder(reader, cfg, tmp_path / "gpu", progress=False, device="cuda")
+    assert all(p.device.type == "cpu" for p in on_gpu.parameters())
+    cpu_log = pd.read_parquet(tmp_path / "cpu" / "train_log.parquet")
+    gpu_log = pd.read_parquet(tmp_path / "gpu" / "train_log.parquet")
+    # other kernels round differently: the same run up to float noise, not bit for bit
+    assert gpu_log["nmse"].iloc[-1] == pytest.approx(cpu_log["nmse"].iloc[-1], rel=0.05)
+    torch.testing.assert_close(on_gpu.W_enc, on_cpu.W_enc, rtol=0, atol=5e-3)
+
+    real_save = train.save_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        if args[4] == 20:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_transcoder(reader, cfg, tmp_path / "resumed", progress=False, device="cuda")
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    resumed = train_transcoder(reader, cfg, tmp_path / "resumed", progress=False, device="cuda")
+    for p, q in zip(on_gpu.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -56,22 +56,27 @@ def train_stage(
     cfg: RunConfig, corpus_path, tokenizer_dir, model_dir, curve_path, checkpoint_dir
 ) -> None:
     from llmbio.corpus import load_corpus, packed_sequences
+    from llmbio.devices import pick_device
     from llmbio.organism import build_model, save_model, train_model
     from llmbio.tokenizer import load_tokenizer
 
+    device = pick_device(cfg.train.device)  # before any work: a missing GPU fails at once
     tok = load_tokenizer(tokenizer_dir)
     corpus = load_corpus(corpus_path)
     seqs = packed_sequences(tok, corpus["text"], cfg.train.seq_len)
-    model = build_model(cfg.model, tok, cfg.train.seed)
+    model = build_model(cfg.model, tok, cfg.train.seed).to(device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"training {n_params / 1e6:.2f}M parameters on {seqs.numel() / 1e6:.1f}M packed tokens")
+    print(
+        f"training {n_params / 1e6:.2f}M parameters on {seqs.numel() / 1e6:.1f}M packed tokens "
+        f"({device})"
+    )
     t0 = time.perf_counter()
     curve = train_model(model, seqs, cfg.train, checkpoint_dir, fingerprint=_fingerprint(cfg))
     print(
         f"training took {time.perf_counter() - t0:.0f} s this session "
         f"({curve['seconds'].iloc[-1]:.0f} s in total); final loss {curve['loss'].iloc[-1]:.3f}"
     )
-    save_model(model, tok, model_dir)
+    save_model(model.cpu(), tok, model_dir)
     curve.to_parquet(curve_path, index=False)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)
 

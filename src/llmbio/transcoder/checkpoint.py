@@ -68,7 +68,9 @@ def load_checkpoint(
             param.copy_(tensors[f"param.{name}"])
     for name, param in params.items():
         state = {
-            k: tensors[f"adam.{name}.{k}"] for k in _ADAM_KEYS if f"adam.{name}.{k}" in tensors
+            k: tensors[f"adam.{name}.{k}"].to(param.device)
+            for k in _ADAM_KEYS
+            if f"adam.{name}.{k}" in tensors
         }
         if state:
             optimizer.state[param] = state

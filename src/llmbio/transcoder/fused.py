@@ -46,7 +46,7 @@ class Code:
 
     def fired(self) -> torch.Tensor:
         """``(L, F)``: which features were active on some token of the batch."""
-        out = torch.zeros(self.shape[0], self.shape[2], dtype=torch.bool)
+        out = torch.zeros(self.shape[0], self.shape[2], dtype=torch.bool, device=self.values.device)
         on = self.values > 0
         out[self.layer[on], self.feature[on]] = True
         return out
@@ -176,7 +176,7 @@ def decode(code: Code, weights: list[torch.Tensor]) -> torch.Tensor:
             acts = values.new_zeros(n_tokens, n_features).index_put((token, feat), values)
             out = acts @ w_flat
         else:
-            offsets = torch.zeros(n_tokens, dtype=torch.long)
+            offsets = torch.zeros(n_tokens, dtype=torch.long, device=token.device)
             offsets[1:] = torch.bincount(token, minlength=n_tokens).cumsum(0)[:-1]
             out = F.embedding_bag(feat, w_flat, offsets, mode="sum", per_sample_weights=values)
         out = out.view(n_tokens, w.shape[1], w.shape[2])

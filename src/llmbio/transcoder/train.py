@@ -125,6 +125,7 @@ def _batches(reader: ActivationReader, cfg: TranscoderConfig, start_step: int, s
         cfg.batch_size, shuffle=True, seed=cfg.seed, epochs=None, start_batch=start_step
     )
     for resid_mid, mlp_out in stream:  # (B, L, D)
+        resid_mid, mlp_out = resid_mid.to(s_in.device), mlp_out.to(s_in.device)
         x = (resid_mid / s_in[:, None]).transpose(0, 1).contiguous()
         y = (mlp_out / s_out[:, None]).transpose(0, 1).contiguous()
         yield x, y
@@ -147,7 +148,11 @@ def _metrics(step, seconds, lr, lam, mse, sparsity, pre_act, code: Code, y, dead
 
 
 def train_transcoder(
-    reader: ActivationReader, cfg: TranscoderConfig, out_dir: str | Path, progress: bool = True
+    reader: ActivationReader,
+    cfg: TranscoderConfig,
+    out_dir: str | Path,
+    progress: bool = True,
+    device: torch.device | str = "cpu",
 ) -> CrossLayerTranscoder:
     """Train a transcoder on ``reader``'s train split; return it (acting on raw activations).
 
@@ -156,15 +161,17 @@ def train_transcoder(
     batch NMSE, L0 per layer, dead fraction, learning rate, lambda, seconds). A checkpoint
     is kept every ``cfg.checkpoint_every`` steps; re-running on the same ``out_dir`` resumes from
     it (or returns the finished transcoder). ``dead_fraction`` in the log counts features that
-    did not fire in the last 100k training tokens.
+    did not fire in the last 100k training tokens. Training runs on ``device`` (batches move
+    there from the cache); the returned transcoder is on the CPU.
     """
     out_dir = Path(out_dir)
     if (out_dir / "transcoder").is_dir() and (out_dir / "config.json").is_file():
         _check_same_config(out_dir / "config.json", cfg)
         return load_transcoder(out_dir / "transcoder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    s_in, s_out = _scales(reader)
-    model = _Trainable(reader.n_layers, reader.d_model, cfg)
+    device = torch.device(device)
+    s_in, s_out = (s.to(device) for s in _scales(reader))
+    model = _Trainable(reader.n_layers, reader.d_model, cfg).to(device)
     weights = [p for n, p in model.named_parameters() if p.requires_grad and n != "log_threshold"]
     optimizer = torch.optim.Adam(
         [
@@ -180,7 +187,7 @@ def train_transcoder(
         _, y0 = next(_batches(reader, cfg, 0, s_in, s_out))
         _init(model, cfg, y0.mean(1))
     _train_loop(model, optimizer, reader, cfg, (s_in, s_out), step, log, ckpt, progress)
-    clt = _fold_normalisation(model, s_in, s_out)
+    clt = _fold_normalisation(model.cpu(), s_in.cpu(), s_out.cpu())
     save_transcoder(clt, out_dir / "transcoder", model_name=reader.manifest.get("model"))
     pd.DataFrame(log).to_parquet(out_dir / "train_log.parquet", index=False)
     (out_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
