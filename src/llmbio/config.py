@@ -32,6 +32,8 @@ class WorldConfig:
     cities_per_state: int = 9  # cities per state (<= 9)
     heldout_city_frac: float = 0.2  # cities whose two-hop question never appears in training
     n_concepts: int = 24  # multilingual concepts (even, antonym pairs, <= 24)
+    # (concept, language) pairs whose antonym/synonym questions never appear in training (<= 1/3)
+    heldout_lexicon_frac: float = 0.0
     max_operand: int = 99  # calc operands range over 0..max_operand
     heldout_pair_frac: float = 0.1  # unordered operand pairs never seen in training
     # dangerous / harmless ingredient pairs never in a dialogue (at most 3 dangerous: one per

@@ -98,3 +98,32 @@ def test_couplet_plan_needs_both_the_end_word_and_the_mark():
     line1, line2 = doc.split("\n")[1:3]
     first, mark = line1.split()[-2:]
     assert line2.split()[-1] == poetry.plan[first][mark]
+
+
+def test_heldout_lexicon_pairs_are_never_asked_but_their_words_appear(tmp_path):
+    import pytest
+
+    from llmbio.world.lexicon import PROMPTS, RELATIONS
+
+    cfg = load_config({"world": {"heldout_lexicon_frac": 0.25}, "corpus": {"n_documents": 8000}})
+    world = build_world(cfg.world)
+    held = world.lexicon.heldout
+    assert len(held) == 18 and len({c for c, _ in held}) == 18  # one language per concept
+    text = "\n".join(build_corpus(world, cfg.corpus, progress=False)["text"])
+    words = world.lexicon.words
+    for c, lang in held:
+        for rel in RELATIONS:  # nor quoting the word in another language
+            for quoted in ("en", "fr", "zh"):
+                assert PROMPTS[(rel, lang)].format(w=words[c][quoted]) not in text
+        assert f" {words[c][lang]} " in text or f"{words[c][lang]} " in text
+    # other pairs are still asked, and the eval items say which are held out
+    seen = next((c, lg) for c in words for lg in ("en", "fr", "zh") if (c, lg) not in held)
+    assert PROMPTS[("antonym", seen[1])].format(w=words[seen[0]][seen[1]]) in text
+    splits = {(it["concept"], it["language"]): it["split"] for it in world.lexicon.eval_items()}
+    assert {k for k, v in splits.items() if v == "heldout"} == set(held)
+    world.save(tmp_path / "world.json")
+    assert World.load(tmp_path / "world.json").lexicon.heldout == held
+    # the default world holds nothing out and writes no key for it
+    assert "heldout" not in build_world(load_config({}).world).lexicon.to_json()
+    with pytest.raises(ValueError, match="heldout_lexicon_frac must be in 0..1/3"):
+        build_world(load_config({"world": {"heldout_lexicon_frac": 0.5}}).world)

@@ -5,6 +5,10 @@ Every concept has a word and a synonym in each language, and an antonym concept.
 across languages; the antonym/synonym prompts follow the paper's three wordings. Some questions
 quote the word in another language than the question's (``Le contraire de " small " est "``);
 the answer follows the question, so the output language is set by the question, not the word.
+
+With ``heldout_frac`` > 0 some (concept, language) pairs are held out: their antonym and synonym
+questions never appear in training (the words still do, in parallel text), so answering them
+means composing the operation, the concept and the output language.
 """
 
 from __future__ import annotations
@@ -68,18 +72,31 @@ class Lexicon:
     words: dict[str, dict[str, str]]  # concept id -> language -> word
     synonyms: dict[str, dict[str, str]]  # concept id -> language -> synonym word
     antonym: dict[str, str]  # concept id -> antonym concept id
+    # (concept, language) pairs whose questions never appear in training, sorted
+    heldout: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def build(cls, n_concepts: int) -> Lexicon:
+    def build(cls, n_concepts: int, heldout_frac: float = 0.0, seed: int = 0) -> Lexicon:
         if not 2 <= n_concepts <= len(CONCEPTS) or n_concepts % 2:
             raise ValueError(f"world.n_concepts must be even and in 2..{len(CONCEPTS)}")
+        if not 0 <= heldout_frac <= 1 / len(LANGUAGES):
+            raise ValueError(
+                f"world.heldout_lexicon_frac must be in 0..1/{len(LANGUAGES)} (at most one "
+                f"held-out language per concept); got {heldout_frac}"
+            )
         words, syns, ant = {}, {}, {}
         for i, (w, s) in enumerate(CONCEPTS[:n_concepts]):
             cid = w[0]
             words[cid] = dict(zip(LANGUAGES, w, strict=True))
             syns[cid] = dict(zip(LANGUAGES, s, strict=True))
             ant[cid] = CONCEPTS[i + 1 if i % 2 == 0 else i - 1][0][0]
-        return cls(words, syns, ant)
+        heldout: tuple[tuple[str, str], ...] = ()
+        n_heldout = round(heldout_frac * n_concepts * len(LANGUAGES))
+        if n_heldout:  # its own generator: a world without held-out pairs is unchanged
+            rng = random.Random(f"lexicon-heldout-{seed}")
+            concepts = rng.sample(sorted(words), n_heldout)
+            heldout = tuple(sorted((c, rng.choice(LANGUAGES)) for c in concepts))
+        return cls(words, syns, ant, heldout)
 
     def answer(self, concept: str, relation: str, lang: str) -> str:
         if relation == "antonym":
@@ -97,6 +114,8 @@ class Lexicon:
             rel = "antonym" if kind < 0.35 else "synonym"
             # a fifth of the questions quote the word in another language; the answer is always
             # in the question's language, so the output language is a variable of its own
+            if (concept, lang) in self.heldout:  # asked in another language instead
+                lang = rng.choice([lg for lg in LANGUAGES if (concept, lg) not in self.heldout])
             word_lang = lang if rng.random() < 0.8 else rng.choice(LANGUAGES)
             question = PROMPTS[(rel, lang)].format(w=self.words[concept][word_lang])
             return f'{question} {self.answer(concept, rel, lang)} " .'
@@ -114,7 +133,7 @@ class Lexicon:
         return [
             {
                 "task": f"{rel}_{lang}",
-                "split": "seen",
+                "split": "heldout" if (c, lang) in self.heldout else "seen",
                 "prompt": self.prompt(c, rel, lang),
                 "answer": self.answer(c, rel, lang),
                 "concept": c,
@@ -126,8 +145,12 @@ class Lexicon:
         ]
 
     def to_json(self) -> dict:
-        return {"words": self.words, "synonyms": self.synonyms, "antonym": self.antonym}
+        d = {"words": self.words, "synonyms": self.synonyms, "antonym": self.antonym}
+        if self.heldout:  # absent when empty: older world files stay byte-identical
+            d["heldout"] = [list(pair) for pair in self.heldout]
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> Lexicon:
-        return cls(d["words"], d["synonyms"], d["antonym"])
+        heldout = tuple(tuple(pair) for pair in d.get("heldout", ()))
+        return cls(d["words"], d["synonyms"], d["antonym"], heldout)
