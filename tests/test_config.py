@@ -14,6 +14,16 @@ def test_defaults_and_yaml_files_load():
         assert cfg.run in ("organism", "tiny")
 
 
+def test_gpu_organism_configs_load_and_train_on_the_gpu():
+    for name, run in (
+        ("organism-gpu.yaml", "organism-gpu"),
+        ("organism-d256.yaml", "organism-d256"),
+    ):
+        cfg = load_config(ROOT / "config" / name)
+        assert cfg.run == run and cfg.train.device == "auto"
+    assert load_config(ROOT / "config" / "config.yaml").train.device == "cpu"
+
+
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match=r"model\.d_modle"):
         load_config({"model": {"d_modle": 12}})
