@@ -103,6 +103,21 @@ def test_tiny_end_to_end_reaches_low_nmse(reader, tmp_path):
     )
 
 
+def _train_until_killed(reader, cfg, out_dir, monkeypatch, after_step: int, **kwargs) -> None:
+    """Train until the checkpoint of ``after_step`` is written, then stop as a killed job would."""
+    real_save = train.save_checkpoint
+
+    def save_then_crash(*args, **kw):
+        real_save(*args, **kw)
+        if args[4] == after_step:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train_transcoder(reader, cfg, out_dir, progress=False, **kwargs)
+    monkeypatch.setattr(train, "save_checkpoint", real_save)
+
+
 def test_same_seed_same_weights_and_resume_after_interrupt(reader, tmp_path, monkeypatch):
     cfg = dataclasses.replace(TINY, n_steps=30, checkpoint_every=10)
     reference = train_transcoder(reader, cfg, tmp_path / "a", progress=False)
@@ -110,18 +125,8 @@ def test_same_seed_same_weights_and_resume_after_interrupt(reader, tmp_path, mon
     for p, q in zip(reference.parameters(), again.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
-    real_save = train.save_checkpoint
-
-    def save_then_crash(*args, **kwargs):
-        real_save(*args, **kwargs)
-        if args[4] == 20:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train_transcoder(reader, cfg, tmp_path / "c", progress=False)
+    _train_until_killed(reader, cfg, tmp_path / "c", monkeypatch, after_step=20)
     assert (tmp_path / "c" / "checkpoint.safetensors").exists()
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
     resumed = train_transcoder(reader, cfg, tmp_path / "c", progress=False)
     for p, q in zip(reference.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)
@@ -150,17 +155,7 @@ def test_cuda_training_matches_cpu_and_resumes(reader, tmp_path, monkeypatch):
     assert gpu_log["nmse"].iloc[-1] == pytest.approx(cpu_log["nmse"].iloc[-1], rel=0.05)
     torch.testing.assert_close(on_gpu.W_enc, on_cpu.W_enc, rtol=0, atol=5e-3)
 
-    real_save = train.save_checkpoint
-
-    def save_then_crash(*args, **kwargs):
-        real_save(*args, **kwargs)
-        if args[4] == 20:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(train, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train_transcoder(reader, cfg, tmp_path / "resumed", progress=False, device="cuda")
-    monkeypatch.setattr(train, "save_checkpoint", real_save)
+    _train_until_killed(reader, cfg, tmp_path / "resumed", monkeypatch, 20, device="cuda")
     resumed = train_transcoder(reader, cfg, tmp_path / "resumed", progress=False, device="cuda")
     for p, q in zip(on_gpu.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
