@@ -85,9 +85,9 @@ class TrainConfig:
     weight_decay: float = 0.1
     checkpoint_every: int = 500  # steps between resumable checkpoints
     threads: int = 2  # torch threads of the training rules (model, cache, transcoders)
-    # device of the training rules (model, activation cache, transcoders): cpu | auto | cuda |
-    # cuda:1 | mps. cpu by default: GPU kernels round differently, so a run on a GPU gives
-    # other (equally valid) tables than the CPU run of the same config
+    # device of the training rules (model, activation cache, transcoders): cpu | auto (cuda when
+    # available) | cuda | cuda:1. cpu by default: GPU kernels round differently (and their
+    # atomic adds are not deterministic), so a GPU run gives other tables than the CPU run
     device: str = "cpu"
 
 

@@ -18,6 +18,21 @@ DTYPES = {
 }
 
 
+def pick_training_device(name: str) -> torch.device:
+    """The device of the training rules (``train.device``): ``cpu``, ``auto`` (cuda when
+    available, else cpu) or a CUDA device. Apple's ``mps`` is refused: the transcoder's training
+    sums in float64, which it lacks."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device(name)
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(
+            f"train.device {name!r}: the training rules run on 'cpu' or a CUDA device "
+            "('auto', 'cuda', 'cuda:1'); set train.device to one of those"
+        )
+    return device
+
+
 def pick_device(name: str = "auto") -> torch.device:
     """``auto``: cuda when available, mps next, cpu otherwise; any other name as given."""
     if name != "auto":

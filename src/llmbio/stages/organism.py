@@ -56,11 +56,11 @@ def train_stage(
     cfg: RunConfig, corpus_path, tokenizer_dir, model_dir, curve_path, checkpoint_dir
 ) -> None:
     from llmbio.corpus import load_corpus, packed_sequences
-    from llmbio.devices import pick_device
+    from llmbio.devices import pick_training_device
     from llmbio.organism import build_model, save_model, train_model
     from llmbio.tokenizer import load_tokenizer
 
-    device = pick_device(cfg.train.device)  # before any work: a missing GPU fails at once
+    device = pick_training_device(cfg.train.device)  # before any work: a missing GPU fails at once
     tok = load_tokenizer(tokenizer_dir)
     corpus = load_corpus(corpus_path)
     seqs = packed_sequences(tok, corpus["text"], cfg.train.seq_len)

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM
 from llmbio.activations import ActivationReader, cache_activations
 from llmbio.config import RunConfig
 from llmbio.corpus import build_corpus, load_corpus, packed_sequences
-from llmbio.devices import pick_device
+from llmbio.devices import pick_training_device
 from llmbio.figures import draw_figure
 from llmbio.tokenizer import encode, load_tokenizer
 from llmbio.transcoder.evaluate import evaluate_transcoder, plot_transcoder_eval
@@ -59,7 +59,7 @@ def cache_sequences(corpus: pd.DataFrame, tokenizer, cfg: RunConfig) -> torch.Te
 
 def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
     torch.set_num_threads(cfg.trace.threads)  # an analysis job's: its rule runs beside one
-    device = pick_device(cfg.train.device)
+    device = pick_training_device(cfg.train.device)
     picked = cache_sequences(load_corpus(corpus_path), load_tokenizer(model_dir), cfg)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval().to(device)
     start = time.perf_counter()
@@ -92,7 +92,7 @@ def train_stage(
     torch.set_num_threads(cfg.train.threads if cross_layer else cfg.trace.threads)
     tc = dataclasses.replace(cfg.transcoder, cross_layer=cross_layer)
     start = time.perf_counter()
-    device = pick_device(cfg.train.device)
+    device = pick_training_device(cfg.train.device)
     clt = train_transcoder(ActivationReader(cache_dir), tc, work_dir, device=device)
     print(
         f"trained {'CLT' if cross_layer else 'PLT'} ({clt.n_layers} x {clt.n_features} "

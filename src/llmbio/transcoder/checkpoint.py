@@ -68,7 +68,8 @@ def load_checkpoint(
             param.copy_(tensors[f"param.{name}"])
     for name, param in params.items():
         state = {
-            k: tensors[f"adam.{name}.{k}"].to(param.device)
+            # the moments go to the parameter's device; Adam keeps its step count on the CPU
+            k: tensors[f"adam.{name}.{k}"].to("cpu" if k == "step" else param.device)
             for k in _ADAM_KEYS
             if f"adam.{name}.{k}" in tensors
         }

@@ -146,7 +146,7 @@ class Lexicon:
 
     def to_json(self) -> dict:
         d = {"words": self.words, "synonyms": self.synonyms, "antonym": self.antonym}
-        if self.heldout:  # absent when empty: older world files stay byte-identical
+        if self.heldout:  # absent when empty: a world without held-out pairs writes none
             d["heldout"] = [list(pair) for pair in self.heldout]
         return d
 
