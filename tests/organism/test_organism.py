@@ -106,13 +106,3 @@ def test_training_on_a_missing_gpu_fails_with_the_fix(tiny_cfg, tmp_path):
     with pytest.raises(RuntimeError, match="CUDA is not available.*'auto' or 'cpu'"):
         train_stage(cfg, tmp_path / "no-corpus", tmp_path / "no-tok", tmp_path / "m",
                     tmp_path / "c.parquet", tmp_path / "ck")  # fmt: skip
-
-
-def test_training_device_is_cpu_or_cuda():
-    from llmbio.devices import pick_training_device
-
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert pick_training_device("auto").type == expected
-    assert pick_training_device("cpu").type == "cpu"
-    with pytest.raises(ValueError, match="train.device 'mps'.*'cpu' or a CUDA device"):
-        pick_training_device("mps")
