@@ -34,6 +34,9 @@ class WorldConfig:
     n_concepts: int = 24  # multilingual concepts (even, antonym pairs, <= 24)
     # (concept, language) pairs whose antonym/synonym questions never appear in training (<= 1/3)
     heldout_lexicon_frac: float = 0.0
+    # lexicon questions quoting their word in a random language (the answer stays in the
+    # question's language)
+    lexicon_quote_other_frac: float = 0.2
     max_operand: int = 99  # calc operands range over 0..max_operand
     heldout_pair_frac: float = 0.1  # unordered operand pairs never seen in training
     # dangerous / harmless ingredient pairs never in a dialogue (at most 3 dangerous: one per

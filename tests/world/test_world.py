@@ -127,3 +127,38 @@ def test_heldout_lexicon_pairs_are_never_asked_but_their_words_appear(tmp_path):
     assert "heldout" not in build_world(load_config({}).world).lexicon.to_json()
     with pytest.raises(ValueError, match="heldout_lexicon_frac must be in 0..1/3"):
         build_world(load_config({"world": {"heldout_lexicon_frac": 0.5}}).world)
+
+
+def test_lexicon_quote_other_frac_sets_how_often_questions_quote_another_language(tmp_path):
+    import random
+
+    import pytest
+
+    from llmbio.world.lexicon import PROMPTS
+
+    def mixed_share(frac: float) -> float:
+        lex = build_world(load_config({"world": {"lexicon_quote_other_frac": frac}}).world).lexicon
+        rng, mixed, asked = random.Random(0), 0, 0
+        for _ in range(6000):
+            doc = lex.document(rng)
+            for (rel, lang), template in PROMPTS.items():
+                head, tail = template.split("{w}")
+                if doc.startswith(head) and tail in doc:
+                    word = doc[len(head) :].split(tail)[0]
+                    asked += 1
+                    mixed += word not in {lex.words[c][lang] for c in lex.words}
+                    answer = doc.split(tail, 1)[1].split()[0]
+                    concept = next(c for c in lex.words if word in lex.words[c].values())
+                    assert answer == lex.answer(concept, rel, lang)  # the question's language
+                    break
+        return mixed / asked
+
+    assert mixed_share(0.0) == 0
+    assert 0.10 < mixed_share(0.2) < 0.17  # a fifth draw a random language: ~2/15 mixed
+    assert 0.60 < mixed_share(1.0) < 0.73  # every word's language random: ~2/3 mixed
+    world = build_world(load_config({"world": {"lexicon_quote_other_frac": 1.0}}).world)
+    world.save(tmp_path / "world.json")
+    assert World.load(tmp_path / "world.json").lexicon.quote_other_frac == 1.0
+    assert "quote_other_frac" not in build_world(load_config({}).world).lexicon.to_json()
+    with pytest.raises(ValueError, match="lexicon_quote_other_frac must be in 0..1"):
+        build_world(load_config({"world": {"lexicon_quote_other_frac": 1.5}}).world)

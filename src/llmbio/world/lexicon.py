@@ -3,8 +3,9 @@
 Every concept has a word and a synonym in each language, and an antonym concept. Parallel text
 (word lists and the same sentence in each language) lets the model share concept representations
 across languages; the antonym/synonym prompts follow the paper's three wordings. Some questions
-quote the word in another language than the question's (``Le contraire de " small " est "``);
-the answer follows the question, so the output language is set by the question, not the word.
+quote the word in a random language (``Le contraire de " small " est "``; ``quote_other_frac`` of
+them, a fifth by default, so about two thirds of those are mixed); the answer follows the
+question, so the output language is set by the question, not the word.
 
 With ``heldout_frac`` > 0 some (concept, language) pairs are held out: their antonym and synonym
 questions never appear in training (the words still do, in parallel text), so answering them
@@ -74,15 +75,27 @@ class Lexicon:
     antonym: dict[str, str]  # concept id -> antonym concept id
     # (concept, language) pairs whose questions never appear in training, sorted
     heldout: tuple[tuple[str, str], ...] = ()
+    # share of questions whose quoted word is in a random language (the question's included)
+    quote_other_frac: float = 0.2
 
     @classmethod
-    def build(cls, n_concepts: int, heldout_frac: float = 0.0, seed: int = 0) -> Lexicon:
+    def build(
+        cls,
+        n_concepts: int,
+        heldout_frac: float = 0.0,
+        seed: int = 0,
+        quote_other_frac: float = 0.2,
+    ) -> Lexicon:
         if not 2 <= n_concepts <= len(CONCEPTS) or n_concepts % 2:
             raise ValueError(f"world.n_concepts must be even and in 2..{len(CONCEPTS)}")
         if not 0 <= heldout_frac <= 1 / len(LANGUAGES):
             raise ValueError(
                 f"world.heldout_lexicon_frac must be in 0..1/{len(LANGUAGES)} (at most one "
                 f"held-out language per concept); got {heldout_frac}"
+            )
+        if not 0 <= quote_other_frac <= 1:
+            raise ValueError(
+                f"world.lexicon_quote_other_frac must be in 0..1; got {quote_other_frac}"
             )
         words, syns, ant = {}, {}, {}
         for i, (w, s) in enumerate(CONCEPTS[:n_concepts]):
@@ -96,7 +109,7 @@ class Lexicon:
             rng = random.Random(f"lexicon-heldout-{seed}")
             concepts = rng.sample(sorted(words), n_heldout)
             heldout = tuple(sorted((c, rng.choice(LANGUAGES)) for c in concepts))
-        return cls(words, syns, ant, heldout)
+        return cls(words, syns, ant, heldout, quote_other_frac)
 
     def answer(self, concept: str, relation: str, lang: str) -> str:
         if relation == "antonym":
@@ -112,11 +125,12 @@ class Lexicon:
         kind = rng.random()
         if kind < 0.55:
             rel = "antonym" if kind < 0.35 else "synonym"
-            # a fifth of the questions quote the word in another language; the answer is always
-            # in the question's language, so the output language is a variable of its own
+            # some questions quote the word in a random language; the answer is always in the
+            # question's language, so the output language is a variable of its own
             if (concept, lang) in self.heldout:  # asked in another language instead
                 lang = rng.choice([lg for lg in LANGUAGES if (concept, lg) not in self.heldout])
-            word_lang = lang if rng.random() < 0.8 else rng.choice(LANGUAGES)
+            same = rng.random() < 1 - self.quote_other_frac
+            word_lang = lang if same else rng.choice(LANGUAGES)
             question = PROMPTS[(rel, lang)].format(w=self.words[concept][word_lang])
             return f'{question} {self.answer(concept, rel, lang)} " .'
         if kind < 0.8:
@@ -148,9 +162,12 @@ class Lexicon:
         d = {"words": self.words, "synonyms": self.synonyms, "antonym": self.antonym}
         if self.heldout:  # absent when empty: a world without held-out pairs writes none
             d["heldout"] = [list(pair) for pair in self.heldout]
+        if self.quote_other_frac != 0.2:  # absent at the default, as before the option
+            d["quote_other_frac"] = self.quote_other_frac
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> Lexicon:
         heldout = tuple(tuple(pair) for pair in d.get("heldout", ()))
-        return cls(d["words"], d["synonyms"], d["antonym"], heldout)
+        quote = d.get("quote_other_frac", 0.2)
+        return cls(d["words"], d["synonyms"], d["antonym"], heldout, quote)

@@ -90,7 +90,9 @@ def build_world(cfg: WorldConfig) -> World:
         cfg,
         Geography.build(rng, cfg.n_states, cfg.cities_per_state, cfg.heldout_city_frac),
         Poetry.build(rng),
-        Lexicon.build(cfg.n_concepts, cfg.heldout_lexicon_frac, cfg.seed),
+        Lexicon.build(
+            cfg.n_concepts, cfg.heldout_lexicon_frac, cfg.seed, cfg.lexicon_quote_other_frac
+        ),
         Arithmetic.build(rng, cfg.max_operand, cfg.heldout_pair_frac),
         Safety.build(rng, cfg.heldout_harm_frac),
     )
