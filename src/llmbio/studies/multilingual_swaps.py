@@ -48,7 +48,7 @@ from llmbio.interventions.batched import feature_gradients, logit_differences, r
 from llmbio.studies.experiments import best_calibration
 from llmbio.studies.multilingual import Key, PromptRun, concept_order, position_map, top_features
 
-K_GRID = (4, 8, 16, 32, 64, 128)  # supernode sizes tried by the calibration
+K_GRID = (4, 8, 16, 32, 64, 128, 256, 512)  # supernode sizes tried by the calibration
 SUCCESS_BAR = 0.9  # calibration stops at the first size whose swaps succeed this often, in
 # every language
 BATCH = 64  # prompts per forward pass
