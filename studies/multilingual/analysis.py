@@ -8,8 +8,9 @@ Tables (``tables/``):
   and where each member is active. Operation and language scores use the calibration concepts
   only (even antonym pairs), so the held-out concepts (odd pairs) test them;
 - ``calibration``: swap success (lowest over languages) against supernode size ``k`` on the
-  calibration concepts, per selection (operation and language: by contrast or by effect); the
-  swaps use the chosen selection's top ``k`` (``chosen``);
+  calibration concepts, per edit site (every position, or the last one) and selection
+  (operation and language: by contrast or by effect); the swaps use the chosen site and
+  selection's top ``k`` (``chosen``);
 - ``swaps``: one row per swap case, every concept and language, with its random-feature
   control (:mod:`llmbio.studies.multilingual_swaps`); ``swap_features``: the features each
   swap patched (chosen selection and size) and in how many of its cases;
@@ -294,7 +295,10 @@ def draw_swaps(swaps: pd.DataFrame, calibration: pd.DataFrame):
         sns.barplot(data=moved, x="pair", y="value", hue="answer", errorbar=None, ax=axes[1])
         axes[1].set(ylabel="share of language swaps", xlabel="", ylim=(0, 1.05))
         axes[1].set_title("answer in the target language / the expected antonym", fontsize=9)
-    curves = calibration.assign(curve=calibration["swap"] + " / " + calibration["selection"])
+    site = calibration["site"] if "site" in calibration else "every"
+    curves = calibration.assign(
+        curve=calibration["swap"] + " / " + calibration["selection"] + " @ " + site
+    )
     plot_calibration(axes[2], curves, hue="curve", bar=SUCCESS_BAR,
                      ylabel="lowest success over languages (calibration)")  # fmt: skip
     fig.tight_layout()

@@ -75,6 +75,18 @@ def test_patch_edits_take_the_donor_value_at_the_mapped_position():
     assert patch_edits([], rec, don, "x") == []
 
 
+def test_last_site_patches_only_the_last_position():
+    rec, don = _run(**EN), _run(**ZH, fill=100.0)
+    edits = patch_edits([(1, 2)], rec, don, "x", site="last")
+    assert [e.positions for e in edits] == [(EN["n"] - 1,)]
+    assert edits[0].donor == (float(don.acts[1, ZH["n"] - 1, 2]),)
+    values = patched_values(rec, don, site="last")
+    assert torch.equal(values[:, :-1], rec.acts[:, :-1])
+    assert torch.equal(values[:, -1], don.acts[:, -1])
+    with pytest.raises(ValueError, match="unknown swap site 'first'"):
+        patch_edits([(1, 2)], rec, don, "x", site="first")
+
+
 def test_top_features_keeps_positive_scores_best_first():
     score = torch.tensor([0.0, 3.0, -1.0, 1.0, 2.0, 0.0])  # 2 layers x 3 features
     assert top_features(score, 4, n_features=3) == [(0, 1), (1, 1), (1, 0)]
@@ -170,6 +182,9 @@ def test_effect_scores_predict_a_small_real_patch():
     assert float(score[layer, feat]) == pytest.approx(float(moved), rel=2e-2)
     score[layer, feat] = 0.0
     assert float(score.abs().max()) < 1e-9
+    # at the last site the bumped position (4) is not patched: every score is zero
+    last = SwapCase("operation", case.recipient, case.donor, "t11", (), "last")
+    assert float(runner.effect_scores([last]).abs().max()) < 1e-9
 
 
 def test_effect_scores_average_cases_of_different_lengths():

@@ -2,7 +2,9 @@
 
 A swap *patches* a supernode of a recipient prompt from a donor prompt: at every recipient
 position (BOS excluded) each member is set to its activation at the donor position of the same
-role (:func:`llmbio.studies.multilingual.position_map`). Members active on the recipient but
+role (:func:`llmbio.studies.multilingual.position_map`), or at the last position only (the
+edit *site*: ``every`` or ``last``; the answer is read there, and the paper calls the features
+that pick the output language *output* features). Members active on the recipient but
 not on the donor are thereby ablated, the donor's are injected at their own activation; all
 other features and the attention run as usual (unconstrained mode), so the edit's effects
 propagate through the real model.
@@ -21,11 +23,13 @@ repeated with as many random features active on the recipient or donor (the *con
 Calibration takes the smallest size whose swaps succeed in >= 90% of the calibration cases of
 every recipient language.
 
-Features are ranked for a supernode in one of two ways (the *selection*): by the activation
+The edit site is calibrated with the selection and the size. Features are ranked for a
+supernode in one of two ways (the *selection*): by the activation
 contrast of :mod:`llmbio.studies.multilingual` (features that differ between the prompts), or
 by their *effect* (:meth:`SwapRunner.effect_scores`): the first-order change of ``logit(expected)
 - logit(recipient's answer)`` when the feature is patched to the donor's value at every position
-(attribution patching through the real model), averaged over calibration cases. Features whose
+(attribution patching through the real model) at the case's edit site, averaged over
+calibration cases. Features whose
 values differ most need not be those the answer depends on.
 
 Calibration cases take their donors among the calibration concepts (``donors``), so that
@@ -52,6 +56,7 @@ K_GRID = (4, 8, 16, 32, 64, 128, 256, 512)  # supernode sizes tried by the calib
 SUCCESS_BAR = 0.9  # calibration stops at the first size whose swaps succeed this often, in
 # every language
 BATCH = 64  # prompts per forward pass
+SITES = ("every", "last")  # where a swap patches: every position by role, or the last one
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class SwapCase:
     donor: Key
     expected: str  # the top token that marks success
     features: tuple[FeatureKey, ...]
+    site: str = "every"  # every | last (module docstring)
 
 
 def partner(concepts: Sequence[str], concept: str) -> str:
@@ -68,24 +74,35 @@ def partner(concepts: Sequence[str], concept: str) -> str:
     return concepts[(list(concepts).index(concept) + 2) % len(concepts)]
 
 
-def patched_values(recipient: PromptRun, donor: PromptRun) -> torch.Tensor:
-    """Every feature's donor value at each recipient position, by role (BOS: its own value);
-    ``(L, n, F)`` like ``recipient.acts``."""
+def site_map(recipient: PromptRun, donor: PromptRun, site: str = "every") -> list:
+    """The ``(recipient position, donor positions)`` pairs a swap at ``site`` patches."""
+    if site not in SITES:
+        raise ValueError(f"unknown swap site {site!r}; use one of {SITES}")
+    pairs = position_map(recipient, donor)
+    return pairs if site == "every" else [pq for pq in pairs if pq[0] == len(recipient.ids) - 1]
+
+
+def patched_values(recipient: PromptRun, donor: PromptRun, site: str = "every") -> torch.Tensor:
+    """Every feature's donor value at each patched recipient position, by role (the others
+    and BOS: their own value); ``(L, n, F)`` like ``recipient.acts``."""
     values = recipient.acts.clone()
-    for p, qs in position_map(recipient, donor):
+    for p, qs in site_map(recipient, donor, site):
         values[:, p] = donor.acts[:, list(qs)].mean(1)
     return values
 
 
-def patch_edits(features, recipient: PromptRun, donor: PromptRun, name: str) -> list[Edit]:
-    """Set ``features`` at every recipient position to the donor's value at the same role."""
+def patch_edits(
+    features, recipient: PromptRun, donor: PromptRun, name: str, site: str = "every"
+) -> list[Edit]:
+    """Set ``features`` at the recipient positions of ``site`` to the donor's value at the same
+    role."""
     if not features:
         return []
     node = Supernode.make(name, [f"{la}/{f}" for la, f in features])
     layers = torch.tensor([la for la, _ in features])
     ids = torch.tensor([f for _, f in features])
     edits = []
-    for p, qs in position_map(recipient, donor):
+    for p, qs in site_map(recipient, donor, site):
         values = donor.acts[:, list(qs)].mean(1)[layers, ids]  # (K,)
         edits.append(Edit.inject(node, values, 1.0, positions=(p,)))
     return edits
@@ -114,8 +131,8 @@ class SwapRunner:
         return out
 
     def effect_scores(self, cases: Sequence[SwapCase]) -> torch.Tensor:
-        """Mean first-order effect ``(L * F,)`` over ``cases`` of patching each feature (every
-        position) to the donor, on ``logit(expected) - logit(recipient's answer)``."""
+        """Mean first-order effect ``(L * F,)`` over ``cases`` of patching each feature (at the
+        case's site) to the donor, on ``logit(expected) - logit(recipient's answer)``."""
         if not cases:
             raise ValueError("effect_scores needs at least one swap case")
         total, n = None, 0
@@ -128,7 +145,8 @@ class SwapRunner:
             grads, _, _ = feature_gradients(self.model, self.clt, ids, metric)
             grads = grads.float().cpu()  # the prompt runs' activations are on the CPU
             for j, i in enumerate(rows):
-                delta = patched_values(runs[j], self.runs[cases[i].donor]) - runs[j].acts
+                donor = self.runs[cases[i].donor]
+                delta = patched_values(runs[j], donor, cases[i].site) - runs[j].acts
                 effect = (grads[j] * delta).sum(1).flatten()  # (L * F,)
                 total = effect if total is None else total + effect
                 n += 1
@@ -143,7 +161,7 @@ class SwapRunner:
 
     def _edits(self, case: SwapCase, features) -> list[Edit]:
         rec, don = self.runs[case.recipient], self.runs[case.donor]
-        return patch_edits(features, rec, don, case.swap)
+        return patch_edits(features, rec, don, case.swap, case.site)
 
     def control_features(self, case: SwapCase) -> list[FeatureKey]:
         """As many features as the case's, drawn among those active on recipient or donor."""
@@ -183,7 +201,9 @@ class SwapRunner:
         return rows
 
 
-def operation_cases(lexicon, languages, concepts, features, donors=None) -> list[SwapCase]:
+def operation_cases(
+    lexicon, languages, concepts, features, donors=None, site: str = "every"
+) -> list[SwapCase]:
     """Antonym prompt of each concept <- the synonym prompt of its partner among ``donors``
     (concepts in world order; default all of them) in the same language."""
     donors = concept_order(lexicon) if donors is None else donors
@@ -194,13 +214,16 @@ def operation_cases(lexicon, languages, concepts, features, donors=None) -> list
             ("synonym", lang, partner(donors, c)),
             lexicon.answer(c, "synonym", lang),
             tuple(features),
+            site,
         )
         for lang in languages
         for c in concepts
     ]
 
 
-def operand_cases(lexicon, languages, concepts, by_concept: dict, donors=None) -> list[SwapCase]:
+def operand_cases(
+    lexicon, languages, concepts, by_concept: dict, donors=None, site: str = "every"
+) -> list[SwapCase]:
     """Antonym prompt of each concept <- its partner's among ``donors`` (as
     :func:`operation_cases`), same language; both concepts' operand features."""
     donors = concept_order(lexicon) if donors is None else donors
@@ -210,9 +233,8 @@ def operand_cases(lexicon, languages, concepts, by_concept: dict, donors=None) -
             t = partner(donors, c)
             members = tuple(dict.fromkeys([*by_concept[c], *by_concept[t]]))
             expected = lexicon.answer(t, "antonym", lang)
-            cases.append(
-                SwapCase("operand", ("antonym", lang, c), ("antonym", lang, t), expected, members)
-            )
+            recipient, donor = ("antonym", lang, c), ("antonym", lang, t)
+            cases.append(SwapCase("operand", recipient, donor, expected, members, site))
     return cases
 
 
@@ -229,7 +251,9 @@ def pair_union(by_language: dict) -> dict[tuple[str, str], list]:
     }
 
 
-def language_cases(lexicon, languages, concepts, by_pair: dict, donors=None) -> list[SwapCase]:
+def language_cases(
+    lexicon, languages, concepts, by_pair: dict, donors=None, site: str = "every"
+) -> list[SwapCase]:
     """Antonym prompt of each concept in ``src`` <- its partner's among ``donors`` (as
     :func:`operation_cases`) in ``dst``; ``by_pair``: the features of each ``(src, dst)``
     pair."""
@@ -240,7 +264,8 @@ def language_cases(lexicon, languages, concepts, by_pair: dict, donors=None) -> 
         for c in concepts:
             donor = ("antonym", dst, partner(donors, c))
             expected = lexicon.answer(c, "antonym", dst)
-            cases.append(SwapCase("language", ("antonym", src, c), donor, expected, members))
+            recipient = ("antonym", src, c)
+            cases.append(SwapCase("language", recipient, donor, expected, members, site))
     return cases
 
 
@@ -261,42 +286,51 @@ def calibrate(
 
 
 def swap_experiments(runner, lex, languages, concepts, calib, scores):
-    """Calibrate each swap's selection and supernode size on the calibration concepts (donors
-    among them too), then run it on every concept (with controls). Operation and language
-    supernodes are ranked by contrast or by effect (module docstring); the operand's are per
-    concept, so they keep the contrast (an effect score would be fit on the very case it is
-    tested on). Returns the ``swaps``, ``calibration`` and ``swap_features`` tables."""
+    """Calibrate each swap's edit site, selection and supernode size on the calibration
+    concepts (donors among them too), then run it on every concept (with controls). Operation
+    and language supernodes are ranked by contrast or by effect (module docstring); the
+    operand's are per concept, so they keep the contrast (an effect score would be fit on the
+    very case it is tested on). Returns the ``swaps``, ``calibration`` and ``swap_features``
+    tables."""
     n_feat = runner.clt.n_features
     rankings = swap_rankings(runner, lex, languages, calib, scores)
 
-    def operation(selection, k, cs, donors=None):
-        features = top_features(rankings["operation"][selection], k, n_feat)
-        return operation_cases(lex, languages, cs, features, donors)
+    def operation(site, selection, k, cs, donors=None):
+        features = top_features(rankings["operation"][(site, selection)], k, n_feat)
+        return operation_cases(lex, languages, cs, features, donors, site)
 
-    def operand(_selection, k, cs, donors=None):
+    def operand(site, _selection, k, cs, donors=None):
         by_concept = {c: top_features(s, k, n_feat) for c, s in scores["operand"].items()}
-        return operand_cases(lex, languages, cs, by_concept, donors)
+        return operand_cases(lex, languages, cs, by_concept, donors, site)
 
-    def language(selection, k, cs, donors=None):
-        ranking = rankings["language"][selection]
+    def language(site, selection, k, cs, donors=None):
+        ranking = rankings["language"][(site, selection)]
         if selection == "contrast":
             by_pair = pair_union({g: top_features(s, k, n_feat) for g, s in ranking.items()})
         else:
             by_pair = {pair: top_features(s, k, n_feat) for pair, s in ranking.items()}
-        return language_cases(lex, languages, cs, by_pair, donors)
+        return language_cases(lex, languages, cs, by_pair, donors, site)
 
     rows, calibration, members = [], [], []
     for name, make in (("operation", operation), ("operand", operand), ("language", language)):
+        options = list(rankings.get(name, {(site, "contrast"): None for site in SITES}))
         grid = pd.DataFrame([
-            {"swap": name, "selection": selection, **r}
-            for selection in rankings.get(name, ["contrast"])
-            for r in calibrate(runner, lambda k, s=selection, m=make: m(s, k, calib, calib))
+            {"swap": name, "site": site, "selection": selection, **r}
+            for site, selection in options
+            for r in calibrate(
+                runner, lambda k, o=(site, selection), m=make: m(*o, k, calib, calib)
+            )
         ])  # fmt: skip
         best = best_calibration(grid, SUCCESS_BAR)
-        grid["chosen"] = (grid["selection"] == best["selection"]) & (grid["k"] == best["k"])
+        grid["chosen"] = (
+            (grid["site"] == best["site"])
+            & (grid["selection"] == best["selection"])
+            & (grid["k"] == best["k"])
+        )
         calibration.append(grid)
-        chosen = {"swap": name, "selection": best["selection"], "k": int(best["k"])}
-        cases = make(chosen["selection"], chosen["k"], concepts)
+        chosen = {"swap": name, "site": best["site"], "selection": best["selection"],
+                  "k": int(best["k"])}  # fmt: skip
+        cases = make(chosen["site"], chosen["selection"], chosen["k"], concepts)
         used = Counter(f for case in cases for f in case.features)
         members += [
             {**chosen, "layer": la, "feature": f, "n_cases": n} for (la, f), n in used.items()
@@ -308,27 +342,28 @@ def swap_experiments(runner, lex, languages, concepts, calib, scores):
     if not table.empty:  # did the answer change language, even if not to the expected word?
         language_of = word_languages(lex)
         table["answer_language"] = table["top_after"].map(language_of).fillna("other")
-    columns = ["swap", "selection", "k", "layer", "feature", "n_cases"]
+    columns = ["swap", "site", "selection", "k", "layer", "feature", "n_cases"]
     return table, pd.concat(calibration, ignore_index=True), pd.DataFrame(members, columns=columns)
 
 
 def swap_rankings(runner, lex, languages, calib, scores) -> dict:
-    """Per swap with a choice (operation, language), per selection, the feature scores: the
-    contrast scores, and effect scores measured on calibration cases whose donors are
-    calibration concepts too (language: one per (source, target) pair)."""
-    rankings = {
-        "operation": {"contrast": scores["operation"]},
-        "language": {"contrast": scores["language"]},
-    }
-    rankings["operation"]["effect"] = runner.effect_scores(
-        operation_cases(lex, languages, calib, [], calib)
-    )
+    """Per swap with a choice (operation, language), per ``(site, selection)``, the feature
+    scores: the contrast scores (the same at both sites), and effect scores measured at the site
+    on calibration cases whose donors are calibration concepts too (language: one per (source,
+    target) pair)."""
+    rankings: dict = {"operation": {}, "language": {}}
     pairs = language_pairs(languages)
-    blank = language_cases(lex, languages, calib, {pair: [] for pair in pairs}, calib)
-    rankings["language"]["effect"] = {
-        pair: runner.effect_scores([c for c in blank if (c.recipient[1], c.donor[1]) == pair])
-        for pair in pairs
-    }
+    for site in SITES:
+        rankings["operation"][(site, "contrast")] = scores["operation"]
+        rankings["operation"][(site, "effect")] = runner.effect_scores(
+            operation_cases(lex, languages, calib, [], calib, site)
+        )
+        rankings["language"][(site, "contrast")] = scores["language"]
+        blank = language_cases(lex, languages, calib, {pair: [] for pair in pairs}, calib, site)
+        rankings["language"][(site, "effect")] = {
+            pair: runner.effect_scores([c for c in blank if (c.recipient[1], c.donor[1]) == pair])
+            for pair in pairs
+        }
     return rankings
 
 
