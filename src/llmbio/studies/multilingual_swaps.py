@@ -24,13 +24,12 @@ Calibration takes the smallest size whose swaps succeed in >= 90% of the calibra
 every recipient language.
 
 The edit site is calibrated with the selection and the size. Features are ranked for a
-supernode in one of two ways (the *selection*): by the activation
-contrast of :mod:`llmbio.studies.multilingual` (features that differ between the prompts), or
-by their *effect* (:meth:`SwapRunner.effect_scores`): the first-order change of ``logit(expected)
-- logit(recipient's answer)`` when the feature is patched to the donor's value at every position
-(attribution patching through the real model) at the case's edit site, averaged over
-calibration cases. Features whose
-values differ most need not be those the answer depends on.
+supernode in one of two ways (the *selection*): by the activation contrast of
+:mod:`llmbio.studies.multilingual` (features that differ between the prompts), or by their
+*effect* (:meth:`SwapRunner.effect_scores`): the first-order change of ``logit(expected) -
+logit(recipient's answer)`` when the feature is patched to the donor's value at the case's edit
+site (attribution patching through the real model), averaged over calibration cases. Features
+whose values differ most need not be those the answer depends on.
 
 Calibration cases take their donors among the calibration concepts (``donors``), so that
 neither a ranking nor a size is chosen with a held-out concept's prompt.
