@@ -9,7 +9,8 @@ import pytest
 import torch
 from tiny_models import random_clt, tiny_model
 
-from llmbio.interventions.batched import logit_differences, run_batch
+from llmbio.interventions.batched import logit_differences, run_batch, run_compiled
+from llmbio.interventions.edits import compile_edits
 from llmbio.studies.language_overlap import iou, overlap_summary
 from llmbio.studies.multilingual import (
     PromptRun,
@@ -25,6 +26,7 @@ from llmbio.studies.multilingual_swaps import (
     pair_union,
     partner,
     patch_edits,
+    patch_entries,
     patched_values,
 )
 from llmbio.world.lexicon import Lexicon
@@ -205,3 +207,38 @@ def test_effect_scores_average_cases_of_different_lengths():
     torch.testing.assert_close(runner.effect_scores(cases), sum(each) / 3)
     with pytest.raises(ValueError, match="at least one"):
         runner.effect_scores([])
+
+
+@pytest.mark.parametrize("site", ["every", "last"])
+def test_patch_entries_compile_exactly_like_patch_edits(site):
+    """The fast path of the swaps: the same entries, order and floats as the Edit path, so the
+    same pass gives bit-identical logits."""
+    gen = torch.Generator().manual_seed(0)
+    rec, don = _run(**EN), _run(**ZH)
+    rec = PromptRun(rec.ids, torch.rand(2, EN["n"], 3, generator=gen), "", EN["concept"])
+    don = PromptRun(don.ids, torch.rand(2, ZH["n"], 3, generator=gen), "", ZH["concept"])
+    features = [(1, 2), (0, 0), (1, 0), (0, 2)]
+    fast = patch_entries(features, rec, don, site)
+    slow = compile_edits(patch_edits(features, rec, don, "x", site), 2, 3, EN["n"])
+    assert list(fast) == list(slow)
+    for layer in slow:
+        for a, b in zip(fast[layer], slow[layer], strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b)
+    assert patch_entries([], rec, don, site) == {}
+    with pytest.raises(ValueError, match="distinct"):
+        patch_entries([(1, 2), (1, 2)], rec, don, site)
+
+
+def test_run_compiled_equals_run_batch_and_checks_its_entries():
+    model, clt = tiny_model("llama"), random_clt()
+    ids = torch.tensor([[0, 5, 17, 33, 2, 60, 9, 41], [0, 8, 3, 50, 22, 7, 1, 2]])
+    acts, _ = batch_activations(model, clt, ids)
+    runs = [PromptRun(tuple(row.tolist()), acts[b], "", 3) for b, row in enumerate(ids)]
+    features = [(la, f) for la in range(clt.n_layers) for f in range(0, clt.n_features, 7)]
+    edits = [patch_edits(features, runs[b], runs[1 - b], "x") for b in range(2)]
+    compiled = [patch_entries(features, runs[b], runs[1 - b]) for b in range(2)]
+    expected = run_batch(model, clt, ids, edits).logits
+    assert torch.equal(run_compiled(model, clt, ids, compiled).logits, expected)
+    far = {0: compiled[0][0]._replace(positions=compiled[0][0].positions + 8)}
+    with pytest.raises(ValueError, match="positions outside 0..7"):
+        run_compiled(model, clt, ids, [far, {}])

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from llmbio.attribution.replacement import check_transcoder
-from llmbio.interventions.edits import Edit, compile_edits
+from llmbio.interventions.edits import Edit, LayerEdits, check_feature, compile_edits
 from llmbio.interventions.engine import hook_layers
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
@@ -92,9 +92,17 @@ def compile_batch(
     edits: Sequence[Sequence[Edit]], clt: CrossLayerTranscoder, n_pos: int
 ) -> dict[int, _Entries]:
     """Per layer, every prompt's compiled edits stacked with their prompt index."""
+    return stack_compiled(
+        [compile_edits(chosen, clt.n_layers, clt.n_features, n_pos) for chosen in edits]
+    )
+
+
+def stack_compiled(compiled: Sequence[dict[int, LayerEdits]]) -> dict[int, _Entries]:
+    """Per layer, the prompts' compiled edits (:func:`~llmbio.interventions.edits.compile_edits`,
+    one dict per prompt) stacked with their prompt index."""
     parts: dict[int, list[tuple]] = {}
-    for b, chosen in enumerate(edits):
-        for layer, e in compile_edits(chosen, clt.n_layers, clt.n_features, n_pos).items():
+    for b, per_layer in enumerate(compiled):
+        for layer, e in per_layer.items():
             parts.setdefault(layer, []).append((torch.full_like(e.positions, b), *e))
     return {
         layer: _Entries(*(torch.cat(column) for column in zip(*rows, strict=True)))
@@ -246,6 +254,34 @@ def run_batch(
         model, clt, ids, edits, record=record_activations, last_only=last_only,
         prefix_len=prefix_len,
     )  # fmt: skip
+
+
+@torch.no_grad()
+def run_compiled(
+    model: nn.Module,
+    clt: CrossLayerTranscoder,
+    input_ids: torch.Tensor,
+    compiled: Sequence[dict[int, LayerEdits]],
+) -> BatchPass:
+    """:func:`run_batch` with each prompt's edits already compiled (``compiled[b]``, as
+    :func:`~llmbio.interventions.edits.compile_edits` returns them), for callers that build
+    many large edits from tensors and would spend most of the pass making ``Edit`` objects."""
+    ids = _check(model, clt, input_ids, list(compiled))
+    for per_layer in compiled:
+        for layer, e in per_layer.items():
+            _check_compiled(layer, e, clt, ids.shape[1])
+    return spliced_pass(model, clt, ids, stack_compiled(compiled))
+
+
+def _check_compiled(layer: int, e: LayerEdits, clt: CrossLayerTranscoder, n_pos: int) -> None:
+    """Raise on a compiled layer, position or feature the pass does not have."""
+    check_feature(layer, 0, clt.n_layers, clt.n_features)
+    for name, values, size in (
+        ("positions", e.positions, n_pos),
+        ("features", e.features, clt.n_features),
+    ):
+        if len(values) and not 0 <= int(values.min()) <= int(values.max()) < size:
+            raise ValueError(f"compiled edits of layer {layer} name {name} outside 0..{size - 1}")
 
 
 def _check(model: nn.Module, clt, input_ids, edits, last_only: bool = False) -> torch.Tensor:

@@ -159,7 +159,7 @@ def swap_edits(runs: CityRuns, swap: Swap, form: str) -> list[Edit]:
 
 
 def _node(name: str, feats: tuple) -> Supernode:
-    return Supernode.make(name, [f"{la}/{f}" for la, f in feats])
+    return Supernode.make(name, feats)
 
 
 def swap_outcomes(model, clt, runs: CityRuns, swaps: Sequence[Swap], form: str) -> torch.Tensor:

@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,8 @@ import torch
 
 from llmbio.features.supernodes import FeatureKey, Supernode
 from llmbio.interventions import Edit
-from llmbio.interventions.batched import feature_gradients, logit_differences, run_batch
+from llmbio.interventions.batched import feature_gradients, logit_differences, run_compiled
+from llmbio.interventions.edits import LayerEdits
 from llmbio.studies.experiments import best_calibration
 from llmbio.studies.multilingual import Key, PromptRun, concept_order, position_map, top_features
 
@@ -97,7 +99,7 @@ def patch_edits(
     role."""
     if not features:
         return []
-    node = Supernode.make(name, [f"{la}/{f}" for la, f in features])
+    node = Supernode.make(name, features)
     layers = torch.tensor([la for la, _ in features])
     ids = torch.tensor([f for _, f in features])
     edits = []
@@ -105,6 +107,42 @@ def patch_edits(
         values = donor.acts[:, list(qs)].mean(1)[layers, ids]  # (K,)
         edits.append(Edit.inject(node, values, 1.0, positions=(p,)))
     return edits
+
+
+def patch_entries(
+    features, recipient: PromptRun, donor: PromptRun, site: str = "every"
+) -> dict[int, LayerEdits]:
+    """``compile_edits(patch_edits(...))`` built from tensors: the same entries in the same
+    order with the same floats (positions in order, members in order within each), without
+    making an ``Edit`` per position; the swaps' calibration runs thousands of them."""
+    layers, ids = _member_index(tuple(features))
+    if not len(layers):
+        return {}
+    pairs = site_map(recipient, donor, site)
+    if not pairs:
+        return {}
+    # an injected donor value becomes a float64 offset, as Edit.with_donor makes it
+    offset = torch.cat(
+        [donor.acts[:, list(qs)].mean(1)[layers, ids].to(torch.float64) for _, qs in pairs]
+    )
+    n = len(pairs)
+    position = torch.tensor([p for p, _ in pairs]).repeat_interleave(len(layers))
+    layer, feature = layers.repeat(n), ids.repeat(n)
+    out = {}
+    for la in sorted(set(layers.tolist())):
+        m = layer == la
+        zeros = torch.zeros(int(m.sum()), dtype=torch.float64)
+        out[la] = LayerEdits(position[m], feature[m], zeros, offset[m])
+    return out
+
+
+@lru_cache(maxsize=256)
+def _member_index(features: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layers and ids ``(K,)`` of distinct ``features`` (a calibration reuses each set often)."""
+    keys = list(dict.fromkeys((int(la), int(f)) for la, f in features))
+    if len(keys) != len(features):
+        raise ValueError("patch_entries needs distinct features")
+    return torch.tensor([la for la, _ in keys]), torch.tensor([f for _, f in keys])
 
 
 class SwapRunner:
@@ -122,8 +160,8 @@ class SwapRunner:
         out: list = [None] * len(cases)
         for chunk in self._by_length(cases):
             ids = torch.tensor([self.runs[cases[i].recipient].ids for i in chunk])
-            edits = [self._edits(cases[i], features[i]) for i in chunk]
-            probs = run_batch(self.model, self.clt, ids, edits).logits[:, -1].softmax(-1)
+            compiled = [self._entries(cases[i], features[i]) for i in chunk]
+            probs = run_compiled(self.model, self.clt, ids, compiled).logits[:, -1].softmax(-1)
             for i, p in zip(chunk, probs, strict=True):
                 expected = self.tok.convert_tokens_to_ids(cases[i].expected)
                 out[i] = (self.tok.convert_ids_to_tokens(int(p.argmax())), float(p[expected]))
@@ -158,9 +196,9 @@ class SwapRunner:
             by_len.setdefault(len(self.runs[case.recipient].ids), []).append(i)
         return [rows[j : j + BATCH] for rows in by_len.values() for j in range(0, len(rows), BATCH)]
 
-    def _edits(self, case: SwapCase, features) -> list[Edit]:
+    def _entries(self, case: SwapCase, features) -> dict[int, LayerEdits]:
         rec, don = self.runs[case.recipient], self.runs[case.donor]
-        return patch_edits(features, rec, don, case.swap, case.site)
+        return patch_entries(features, rec, don, case.site)
 
     def control_features(self, case: SwapCase) -> list[FeatureKey]:
         """As many features as the case's, drawn among those active on recipient or donor."""

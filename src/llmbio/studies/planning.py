@@ -186,7 +186,7 @@ def contrast(
 def as_supernode(name: str, members: Sequence[FeatureKey]) -> Supernode | None:
     if not members:
         return None
-    return Supernode.make(name, [f"{la}/{f}" for la, f in dict.fromkeys(members)])
+    return Supernode.make(name, dict.fromkeys(members))
 
 
 def features_at(acts: torch.Tensor, node: Supernode, n_features: int) -> list[float]:
