@@ -11,6 +11,8 @@ real model, with no transcoder:
   added to the outputs of every layer's MLP (or attention) at every position of the held-out
   concepts' antonym prompts. Success: the top token is the concept's synonym, or its antonym
   in the target language; ``in_target`` counts answers in the target language at all;
+- **steering at the last position** (``steering_last``, MLP and attention parts): the same
+  vector added at the last position only, where the answer is read;
 - **same-concept patch** (the upper bound): every layer's MLP (or attention) outputs replaced
   by those of the same concept's target prompt, position by role.
 
@@ -79,8 +81,12 @@ def main(run: Path) -> None:
                     patched = features_top(
                         model, clt, tok, rec, by_role(rec, donor, rec.acts, donor.acts)
                     )
+                    last = None
                 else:
                     steered = top_token(model, tok, rec.ids, part, add=vector)
+                    at_last = torch.zeros_like(vector)
+                    at_last[:, -1] = vector[:, -1]
+                    last = top_token(model, tok, rec.ids, part, add=at_last) == target
                     full = outputs(model, donor.ids, part)
                     patch = by_role(rec, donor, torch.zeros_like(vector), full)
                     mask = torch.zeros(vector.shape[1], dtype=torch.bool)
@@ -89,10 +95,11 @@ def main(run: Path) -> None:
                 rows.append({
                     "part": part, "swap": swap, "pair": name, "concept": c,
                     "steering": steered == target, "in_target": steered in words,
+                    "steering_last": last,
                     "same_concept_patch": patched == target,
                 })  # fmt: skip
     table = pd.DataFrame(rows)
-    cols = ["steering", "in_target", "same_concept_patch"]
+    cols = ["steering", "in_target", "steering_last", "same_concept_patch"]
     print(f"held-out concepts: {len(held_out)}; steering vectors from {len(calib)} concepts")
     print(table.groupby(["part", "swap"])[cols].mean().round(3).to_string())
     print(table.groupby(["part", "swap", "pair"])["steering"].mean().round(2).unstack(0))
