@@ -44,7 +44,12 @@ from poems_plan_capture import load_run  # noqa: E402
 from llmbio.features.supernodes import Supernode  # noqa: E402
 from llmbio.interventions import Edit  # noqa: E402
 from llmbio.interventions.batched import run_batch  # noqa: E402
-from llmbio.studies.multilingual import concept_order, position_map, run_lexicon  # noqa: E402
+from llmbio.studies.multilingual import (  # noqa: E402
+    by_role,
+    concept_order,
+    position_map,
+    run_lexicon,
+)
 from llmbio.studies.multilingual_swaps import language_pairs  # noqa: E402
 from llmbio.world import World  # noqa: E402
 from llmbio.world.lexicon import LANGUAGES  # noqa: E402
@@ -78,9 +83,8 @@ def main(run: Path) -> None:
                 rec, donor, target = runs[(r0, l0, c)], runs[(r1, l1, c)], lex.answer(c, r1, l1)
                 if part == "clt_features":
                     steered = features_top(model, clt, tok, rec, rec.acts + vector)
-                    patched = features_top(
-                        model, clt, tok, rec, by_role(rec, donor, rec.acts, donor.acts)
-                    )
+                    target_acts = by_role(position_map(rec, donor), rec.acts, donor.acts)
+                    patched = features_top(model, clt, tok, rec, target_acts)
                     last = None
                 else:
                     steered = top_token(model, tok, rec.ids, part, add=vector)
@@ -88,7 +92,7 @@ def main(run: Path) -> None:
                     at_last[:, -1] = vector[:, -1]
                     last = top_token(model, tok, rec.ids, part, add=at_last) == target
                     full = outputs(model, donor.ids, part)
-                    patch = by_role(rec, donor, torch.zeros_like(vector), full)
+                    patch = by_role(position_map(rec, donor), torch.zeros_like(vector), full)
                     mask = torch.zeros(vector.shape[1], dtype=torch.bool)
                     mask[[p for p, _ in position_map(rec, donor)]] = True
                     patched = top_token(model, tok, rec.ids, part, replace=(patch, mask))
@@ -112,28 +116,19 @@ def outputs(model, ids, part: str) -> torch.Tensor:
     return torch.stack(found)
 
 
-def by_role(recipient, donor, base: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """``base`` ``(L, n, ...)`` with each recipient position set to ``values`` at the donor
-    position(s) of the same role (their mean); BOS keeps ``base``."""
-    out = base.clone()
-    for p, qs in position_map(recipient, donor):
-        out[:, p] = values[:, list(qs)].mean(1)
-    return out
-
-
 def mean_difference(pairs, read) -> torch.Tensor:
     """Mean over ``(source, target)`` prompt runs of ``read(target) - read(source)``, the
     target's values taken at the source's positions by role; ``(L, n, ...)``."""
     diffs = []
     for source, target in pairs:
         a = read(source)
-        diffs.append(by_role(source, target, a, read(target)) - a)
+        diffs.append(by_role(position_map(source, target), a, read(target)) - a)
     return torch.stack(diffs).mean(0)
 
 
 @cache
 def every_feature(n_layers: int, n_features: int) -> Supernode:
-    return Supernode.make("all", [f"{la}/{f}" for la in range(n_layers) for f in range(n_features)])
+    return Supernode.make("all", [(la, f) for la in range(n_layers) for f in range(n_features)])
 
 
 def features_top(model, clt, tok, recipient, values: torch.Tensor) -> str:

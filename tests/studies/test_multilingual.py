@@ -9,6 +9,8 @@ import pytest
 import torch
 from tiny_models import random_clt, tiny_model
 
+from llmbio.features.supernodes import Supernode
+from llmbio.interventions import Edit
 from llmbio.interventions.batched import logit_differences, run_batch, run_compiled
 from llmbio.interventions.edits import compile_edits
 from llmbio.studies.language_overlap import iou, overlap_summary
@@ -25,15 +27,29 @@ from llmbio.studies.multilingual_swaps import (
     SwapRunner,
     pair_union,
     partner,
-    patch_edits,
     patch_entries,
     patched_values,
+    site_map,
 )
 from llmbio.world.lexicon import Lexicon
 
 # BOS The opposite of " W " is "  /  BOS " W " 的 反 义 词 是 "
 EN = dict(n=9, concept=5)
 ZH = dict(n=10, concept=2)
+
+
+def patch_edits(features, recipient, donor, name: str, site: str = "every") -> list[Edit]:
+    """The swap as plain ``Edit`` objects, one injection per patched position: the reference
+    that :func:`patch_entries` must compile to exactly."""
+    if not features:
+        return []
+    node = Supernode.make(name, features)
+    layers = torch.tensor([la for la, _ in features])
+    ids = torch.tensor([f for _, f in features])
+    return [
+        Edit.inject(node, donor.acts[:, list(qs)].mean(1)[layers, ids], 1.0, positions=(p,))
+        for p, qs in site_map(recipient, donor, site)
+    ]
 
 
 def _run(n: int, concept: int, fill: float = 0.0) -> PromptRun:
@@ -67,26 +83,27 @@ def test_position_map_across_templates_matches_roles():
     assert 0 not in pairs
 
 
-def test_patch_edits_take_the_donor_value_at_the_mapped_position():
+def test_patch_entries_set_the_donor_value_at_the_mapped_position():
     rec, don = _run(**EN), _run(**EN, fill=100.0)
-    edits = patch_edits([(1, 2), (0, 0)], rec, don, "x")
-    assert len(edits) == EN["n"] - 1
-    first = edits[0]
-    assert first.positions == (1,)
-    assert first.donor == (float(don.acts[1, 1, 2]), float(don.acts[0, 1, 0]))
-    assert patch_edits([], rec, don, "x") == []
+    entries = patch_entries([(1, 2), (0, 0)], rec, don)
+    assert sorted(entries) == [0, 1]
+    e = entries[1]  # member (1, 2) at every position but BOS, set to the donor's value
+    assert e.positions.tolist() == list(range(1, EN["n"])) and set(e.features.tolist()) == {2}
+    assert torch.equal(e.scale, torch.zeros(EN["n"] - 1, dtype=torch.float64))
+    assert torch.equal(e.offset, don.acts[1, 1:, 2].double())
+    assert patch_entries([], rec, don) == {}
 
 
 def test_last_site_patches_only_the_last_position():
     rec, don = _run(**EN), _run(**ZH, fill=100.0)
-    edits = patch_edits([(1, 2)], rec, don, "x", site="last")
-    assert [e.positions for e in edits] == [(EN["n"] - 1,)]
-    assert edits[0].donor == (float(don.acts[1, ZH["n"] - 1, 2]),)
+    entries = patch_entries([(1, 2)], rec, don, site="last")
+    assert entries[1].positions.tolist() == [EN["n"] - 1]
+    assert entries[1].offset.tolist() == [float(don.acts[1, ZH["n"] - 1, 2])]
     values = patched_values(rec, don, site="last")
     assert torch.equal(values[:, :-1], rec.acts[:, :-1])
     assert torch.equal(values[:, -1], don.acts[:, -1])
     with pytest.raises(ValueError, match="unknown swap site 'first'"):
-        patch_edits([(1, 2)], rec, don, "x", site="first")
+        site_map(rec, don, "first")
 
 
 def test_top_features_keeps_positive_scores_best_first():

@@ -267,13 +267,13 @@ def run_compiled(
     :func:`~llmbio.interventions.edits.compile_edits` returns them), for callers that build
     many large edits from tensors and would spend most of the pass making ``Edit`` objects."""
     ids = _check(model, clt, input_ids, list(compiled))
-    for per_layer in compiled:
-        for layer, e in per_layer.items():
-            _check_compiled(layer, e, clt, ids.shape[1])
-    return spliced_pass(model, clt, ids, stack_compiled(compiled))
+    entries = stack_compiled(compiled)
+    for layer, e in entries.items():
+        _check_entries(layer, e, clt, ids.shape[1])
+    return spliced_pass(model, clt, ids, entries)
 
 
-def _check_compiled(layer: int, e: LayerEdits, clt: CrossLayerTranscoder, n_pos: int) -> None:
+def _check_entries(layer: int, e: _Entries, clt: CrossLayerTranscoder, n_pos: int) -> None:
     """Raise on a compiled layer, position or feature the pass does not have."""
     check_feature(layer, 0, clt.n_layers, clt.n_features)
     for name, values, size in (

@@ -205,6 +205,16 @@ def position_map(recipient: PromptRun, donor: PromptRun) -> list[tuple[int, tupl
     return pairs
 
 
+def by_role(pairs, base: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``base`` ``(L, n, ...)`` with each recipient position ``p`` of ``pairs`` (from
+    :func:`position_map`) set to the mean of ``values`` at its donor positions; the others keep
+    ``base``."""
+    out = base.clone()
+    for p, qs in pairs:
+        out[:, p] = values[:, list(qs)].mean(1)
+    return out
+
+
 def mixed_prompts(model, clt, tokenizer, lexicon, languages) -> pd.DataFrame:
     """Antonym prompts whose template and concept word are in different languages.
 

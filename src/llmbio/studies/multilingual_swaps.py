@@ -46,12 +46,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llmbio.features.supernodes import FeatureKey, Supernode
-from llmbio.interventions import Edit
+from llmbio.features.supernodes import FeatureKey
 from llmbio.interventions.batched import feature_gradients, logit_differences, run_compiled
 from llmbio.interventions.edits import LayerEdits
 from llmbio.studies.experiments import best_calibration
-from llmbio.studies.multilingual import Key, PromptRun, concept_order, position_map, top_features
+from llmbio.studies.multilingual import (
+    Key,
+    PromptRun,
+    by_role,
+    concept_order,
+    position_map,
+    top_features,
+)
 
 K_GRID = (4, 8, 16, 32, 64, 128, 256, 512)  # supernode sizes tried by the calibration
 SUCCESS_BAR = 0.9  # calibration stops at the first size whose swaps succeed this often, in
@@ -86,35 +92,17 @@ def site_map(recipient: PromptRun, donor: PromptRun, site: str = "every") -> lis
 def patched_values(recipient: PromptRun, donor: PromptRun, site: str = "every") -> torch.Tensor:
     """Every feature's donor value at each patched recipient position, by role (the others
     and BOS: their own value); ``(L, n, F)`` like ``recipient.acts``."""
-    values = recipient.acts.clone()
-    for p, qs in site_map(recipient, donor, site):
-        values[:, p] = donor.acts[:, list(qs)].mean(1)
-    return values
-
-
-def patch_edits(
-    features, recipient: PromptRun, donor: PromptRun, name: str, site: str = "every"
-) -> list[Edit]:
-    """Set ``features`` at the recipient positions of ``site`` to the donor's value at the same
-    role."""
-    if not features:
-        return []
-    node = Supernode.make(name, features)
-    layers = torch.tensor([la for la, _ in features])
-    ids = torch.tensor([f for _, f in features])
-    edits = []
-    for p, qs in site_map(recipient, donor, site):
-        values = donor.acts[:, list(qs)].mean(1)[layers, ids]  # (K,)
-        edits.append(Edit.inject(node, values, 1.0, positions=(p,)))
-    return edits
+    return by_role(site_map(recipient, donor, site), recipient.acts, donor.acts)
 
 
 def patch_entries(
     features, recipient: PromptRun, donor: PromptRun, site: str = "every"
 ) -> dict[int, LayerEdits]:
-    """``compile_edits(patch_edits(...))`` built from tensors: the same entries in the same
-    order with the same floats (positions in order, members in order within each), without
-    making an ``Edit`` per position; the swaps' calibration runs thousands of them."""
+    """Compiled edits (as :func:`~llmbio.interventions.edits.compile_edits` returns them) that
+    set ``features`` at the recipient positions of ``site`` to the donor's value at the same
+    role: per position an injection of the donor's values, built from tensors rather than one
+    ``Edit`` per position (the swaps' calibration runs thousands of them). The tests check them
+    entry for entry against the ``Edit`` path."""
     layers, ids = _member_index(tuple(features))
     if not len(layers):
         return {}

@@ -65,6 +65,7 @@ PROMPTS = {
     ("synonym", "zh"): '" {w} " 的 同 义 词 是 "',
 }
 SENTENCES = {"en": "The {n} is {a} .", "fr": "Le {n} est {a} .", "zh": "{n} 很 {a} 。"}
+QUOTE_OTHER_FRAC = 0.2  # default share of questions quoting their word in a random language
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "zh": "Chinese"}
 
 
@@ -76,7 +77,7 @@ class Lexicon:
     # (concept, language) pairs whose questions never appear in training, sorted
     heldout: tuple[tuple[str, str], ...] = ()
     # share of questions whose quoted word is in a random language (the question's included)
-    quote_other_frac: float = 0.2
+    quote_other_frac: float = QUOTE_OTHER_FRAC
 
     @classmethod
     def build(
@@ -84,7 +85,7 @@ class Lexicon:
         n_concepts: int,
         heldout_frac: float = 0.0,
         seed: int = 0,
-        quote_other_frac: float = 0.2,
+        quote_other_frac: float = QUOTE_OTHER_FRAC,
     ) -> Lexicon:
         if not 2 <= n_concepts <= len(CONCEPTS) or n_concepts % 2:
             raise ValueError(f"world.n_concepts must be even and in 2..{len(CONCEPTS)}")
@@ -162,12 +163,12 @@ class Lexicon:
         d = {"words": self.words, "synonyms": self.synonyms, "antonym": self.antonym}
         if self.heldout:  # absent when empty: a world without held-out pairs writes none
             d["heldout"] = [list(pair) for pair in self.heldout]
-        if self.quote_other_frac != 0.2:  # absent at the default, as before the option
+        if self.quote_other_frac != QUOTE_OTHER_FRAC:  # absent at the default, as before
             d["quote_other_frac"] = self.quote_other_frac
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> Lexicon:
         heldout = tuple(tuple(pair) for pair in d.get("heldout", ()))
-        quote = d.get("quote_other_frac", 0.2)
+        quote = d.get("quote_other_frac", QUOTE_OTHER_FRAC)
         return cls(d["words"], d["synonyms"], d["antonym"], heldout, quote)
