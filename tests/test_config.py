@@ -24,6 +24,14 @@ def test_gpu_organism_configs_load_and_train_on_the_gpu():
     assert load_config(ROOT / "config" / "config.yaml").train.device == "cpu"
 
 
+def test_transcoder_device_defaults_to_the_training_device():
+    assert load_config({"train": {"device": "auto"}}).train.transcoder_device_name == "auto"
+    cfg = load_config(ROOT / "config" / "organism-clt2048.yaml")
+    assert cfg.run == "organism-clt2048" and cfg.transcoder.n_features == 2048
+    # the organism trains on the CPU (the default run's bytes); only the transcoders move
+    assert cfg.train.device == "cpu" and cfg.train.transcoder_device_name == "auto"
+
+
 def test_unknown_key_is_named():
     with pytest.raises(ConfigError, match=r"model\.d_modle"):
         load_config({"model": {"d_modle": 12}})

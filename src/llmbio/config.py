@@ -92,6 +92,14 @@ class TrainConfig:
     # available) | cuda | cuda:1. cpu by default: GPU kernels round differently (and their
     # atomic adds are not deterministic), so a GPU run gives other tables than the CPU run
     device: str = "cpu"
+    # device of the activation cache and the transcoders only, when they should differ from the
+    # model's (e.g. the default organism trained on the CPU, bit for bit, and a large CLT on a
+    # GPU: config/organism-clt2048.yaml); None: train.device
+    transcoder_device: str | None = None
+
+    @property
+    def transcoder_device_name(self) -> str:
+        return self.transcoder_device or self.device
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ DTYPES = {
 }
 
 
-def pick_training_device(name: str) -> torch.device:
+def pick_training_device(name: str, key: str = "train.device") -> torch.device:
     """The device of the training rules (``train.device``): ``cpu``, ``auto`` (cuda when
     available, else cpu) or a CUDA device. Apple's ``mps`` is refused: the transcoder's training
     sums in float64, which it lacks."""
@@ -27,8 +27,8 @@ def pick_training_device(name: str) -> torch.device:
     device = pick_device(name)
     if device.type not in ("cpu", "cuda"):
         raise ValueError(
-            f"train.device {name!r}: the training rules run on 'cpu' or a CUDA device "
-            "('auto', 'cuda', 'cuda:1'); set train.device to one of those"
+            f"{key} {name!r}: the training rules run on 'cpu' or a CUDA device "
+            f"('auto', 'cuda', 'cuda:1'); set {key} to one of those"
         )
     return device
 

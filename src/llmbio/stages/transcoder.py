@@ -30,6 +30,13 @@ from llmbio.transcoder.train import train_transcoder
 from llmbio.world import World
 
 
+def transcoder_device(cfg: RunConfig) -> torch.device:
+    """The device of the activation cache and the transcoders (``train.transcoder_device``,
+    else ``train.device``); a wrong name is reported under the key that set it."""
+    key = "train.transcoder_device" if cfg.train.transcoder_device else "train.device"
+    return pick_training_device(cfg.train.transcoder_device_name, key)
+
+
 def cache_sequences(corpus: pd.DataFrame, tokenizer, cfg: RunConfig) -> torch.Tensor:
     """The packed sequences ``(cache.n_sequences, seq_len)`` whose activations are cached.
 
@@ -59,7 +66,7 @@ def cache_sequences(corpus: pd.DataFrame, tokenizer, cfg: RunConfig) -> torch.Te
 
 def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
     torch.set_num_threads(cfg.trace.threads)  # an analysis job's: its rule runs beside one
-    device = pick_training_device(cfg.train.device)
+    device = transcoder_device(cfg)
     picked = cache_sequences(load_corpus(corpus_path), load_tokenizer(model_dir), cfg)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval().to(device)
     start = time.perf_counter()
@@ -92,7 +99,7 @@ def train_stage(
     torch.set_num_threads(cfg.train.threads if cross_layer else cfg.trace.threads)
     tc = dataclasses.replace(cfg.transcoder, cross_layer=cross_layer)
     start = time.perf_counter()
-    device = pick_training_device(cfg.train.device)
+    device = transcoder_device(cfg)
     clt = train_transcoder(ActivationReader(cache_dir), tc, work_dir, device=device)
     print(
         f"trained {'CLT' if cross_layer else 'PLT'} ({clt.n_layers} x {clt.n_features} "
