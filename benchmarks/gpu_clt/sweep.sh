@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Transcoder size vs the poems injection, on one organism (session 10; notes in README Status).
+# The CPU-trained default organism is carried in as bytes (results/clt-base: world, corpus,
+# tokenizer, model); each variant caches activations and trains its CLT on the GPU
+# (train.device), then the poems (and multilingual) studies run on the CPU cores.
+#   bash benchmarks/gpu_clt/sweep.sh TIME_LIMIT_S VARIANT...   (VARIANT: a config in this folder)
+# STUDIES (default "poems multilingual") picks the studies; STUDIES=clt trains the CLT only.
+# With PACK set, copies tables, logs and the trained CLTs there.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+LIMIT="${1:-480}"; shift
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+OUT="${OUT:-/tmp/gpu_clt}"
+mkdir -p "$OUT"
+NCORES=$(nproc); PER=$(( NCORES / $# )); [ "$PER" -lt 1 ] && PER=1
+start=$(date +%s)
+for v in "$@"; do
+  run="results/clt-$v"
+  rm -rf "$run"; mkdir -p "$run"
+  cp -a results/clt-base/. "$run/"
+  # the organism's files in the DAG's order of age, whatever the copy did to their times
+  touch -d '-40 min' "$run/world.json"; touch -d '-30 min' "$run/corpus.parquet"
+  find "$run/tokenizer" -exec touch -d '-20 min' {} +
+  find "$run/model" "$run/training_curve.parquet" -exec touch -d '-10 min' {} +
+  (
+    deadline=$(( start + LIMIT ))
+    for target in ${STUDIES-poems multilingual}; do
+      left=$(( deadline - $(date +%s) ))
+      [ "$left" -le 10 ] && break
+      path="$run/studies/$target/claims.parquet"
+      [ "$target" = clt ] && path="$run/transcoder/clt"
+      timeout "$left" python3 -m snakemake "$path" --cores "$PER" \
+        --configfile "benchmarks/gpu_clt/$v.yaml" --rerun-triggers mtime --keep-going \
+        >> "$OUT/$v.snakemake.log" 2>&1
+      echo "[$v] $target rc=$? at $(( $(date +%s) - start )) s"
+    done
+    timeout 60 python3 benchmarks/poems_plan_capture.py "$run" > "$OUT/$v.plan_capture.txt" 2>&1
+    echo "[$v] plan capture rc=$? at $(( $(date +%s) - start )) s"
+  ) &
+done
+wait
+python3 benchmarks/gpu_clt/summary.py "$@" | tee "$OUT/summary.txt"
+# what comes back (the device tool returns at most 8 files of 16 MB): each variant's tables,
+# figures, claims, logs and timings in one archive, its CLT in another (split above 15 MB)
+if [ -n "${PACK:-}" ]; then
+  mkdir -p "$PACK"
+  parts=()
+  for v in "$@"; do
+    r="results/clt-$v"
+    parts+=("$r/benchmarks" "$r/logs" "$r/transcoder/clt_train_log.parquet")
+    for s in "$r"/studies/*/; do parts+=("$s/tables" "$s/figures" "$s/claims.parquet"); done
+  done
+  tar czf "$PACK/tables.tgz" --ignore-failed-read "${parts[@]}" -C "$OUT" . 2>/dev/null
+  for v in "$@"; do
+    [ -d "results/clt-$v/transcoder/clt" ] || continue
+    tar cf - -C "results/clt-$v/transcoder" clt | split -b 15M - "$PACK/clt-$v.tar."
+  done
+  ls -la "$PACK"
+fi
