@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Transcoder size vs the poems injection, on one organism (session 10; notes in README Status).
+# Transcoder size vs the poems injection, on one organism (README: "A wider transcoder on a GPU").
 # The CPU-trained default organism is carried in as bytes (results/clt-base: world, corpus,
 # tokenizer, model); each variant caches activations and trains its CLT on the GPU
 # (train.device), then the poems (and multilingual) studies run on the CPU cores.
