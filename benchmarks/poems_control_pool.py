@@ -19,26 +19,21 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import torch
-from transformers import AutoModelForCausalLM
 
 from llmbio.studies.planning import active_node, couplets, line_length
 from llmbio.studies.poem_swaps import plan_nodes
 from llmbio.studies.poems import PoemExperiment, Settings
-from llmbio.tokenizer import load_tokenizer
-from llmbio.transcoder.io import load_transcoder
-from llmbio.world import World
+
+sys.path.insert(0, str(Path(__file__).parent))
+from poems_plan_capture import load_run  # noqa: E402
 
 
 def control_pool(run: Path) -> tuple[int, pd.DataFrame]:
     """The chosen ``k`` and one row per held-out (couplet, injected word) pair."""
     calibration = run / "studies" / "poems" / "tables" / "swap_calibration.parquet"
-    for path in (run / "model", run / "world.json", run / "transcoder" / "clt", calibration):
-        if not path.exists():
-            sys.exit(f"{path} is missing: run `snakemake --cores all` for that run first")
-    model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
-    clt = load_transcoder(run / "transcoder" / "clt", model=model)
-    tok, poetry = load_tokenizer(run / "model"), World.load(run / "world.json").poetry
+    if not calibration.exists():
+        sys.exit(f"{calibration} is missing: run `snakemake --cores all` for that run first")
+    model, tok, poetry, clt = load_run(run)
     settings = Settings(8, -2.0, 2.0, line_length(poetry))
     exp = PoemExperiment(model, clt, tok, poetry, couplets(poetry, tok), settings)
     grid = pd.read_parquet(calibration)
@@ -71,7 +66,6 @@ def control_pool(run: Path) -> tuple[int, pd.DataFrame]:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     run = Path(sys.argv[1] if len(sys.argv) > 1 else "results/organism")
     k, table = control_pool(run)
     print(f"{run}: chosen k = {k}, {len(table)} held-out pairs")

@@ -6,15 +6,13 @@
 # Prints the timeline and the audit's head; with $OUT set, packs claims, logs and timings there.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source benchmarks/gpu_clt/seed_run.sh
 LIMIT="${1:-600}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 OUT="${OUT:-/tmp/clt2048}"
 mkdir -p "$OUT"
 run=results/organism-clt2048
-rm -rf "$run" && mkdir -p "$run" && cp -a results/clt-base/. "$run/"
-touch -d '-40 min' "$run/world.json"; touch -d '-30 min' "$run/corpus.parquet"
-find "$run/tokenizer" -exec touch -d '-20 min' {} +
-find "$run/model" "$run/training_curve.parquet" -exec touch -d '-10 min' {} +
+seed_run "$run" || exit 1
 start=$(date +%s)
 timeout "$LIMIT" python3 -m snakemake --cores "$(nproc)" --configfile config/organism-clt2048.yaml \
   --rerun-triggers mtime --keep-going > "$OUT/snakemake.log" 2>&1

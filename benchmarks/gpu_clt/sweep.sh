@@ -8,6 +8,7 @@
 # With PACK set, copies tables, logs and the trained CLTs there.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source benchmarks/gpu_clt/seed_run.sh
 LIMIT="${1:-480}"; shift
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
@@ -17,12 +18,7 @@ NCORES=$(nproc); PER=$(( NCORES / $# )); [ "$PER" -lt 1 ] && PER=1
 start=$(date +%s)
 for v in "$@"; do
   run="results/clt-$v"
-  rm -rf "$run"; mkdir -p "$run"
-  cp -a results/clt-base/. "$run/"
-  # the organism's files in the DAG's order of age, whatever the copy did to their times
-  touch -d '-40 min' "$run/world.json"; touch -d '-30 min' "$run/corpus.parquet"
-  find "$run/tokenizer" -exec touch -d '-20 min' {} +
-  find "$run/model" "$run/training_curve.parquet" -exec touch -d '-10 min' {} +
+  seed_run "$run" || exit 1
   (
     deadline=$(( start + LIMIT ))
     for target in ${STUDIES-poems multilingual}; do

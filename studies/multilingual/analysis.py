@@ -295,9 +295,8 @@ def draw_swaps(swaps: pd.DataFrame, calibration: pd.DataFrame):
         sns.barplot(data=moved, x="pair", y="value", hue="answer", errorbar=None, ax=axes[1])
         axes[1].set(ylabel="share of language swaps", xlabel="", ylim=(0, 1.05))
         axes[1].set_title("answer in the target language / the expected antonym", fontsize=9)
-    site = calibration["site"] if "site" in calibration else "every"
     curves = calibration.assign(
-        curve=calibration["swap"] + " / " + calibration["selection"] + " @ " + site
+        curve=calibration["swap"] + " / " + calibration["selection"] + " @ " + calibration["site"]
     )
     plot_calibration(axes[2], curves, hue="curve", bar=SUCCESS_BAR,
                      ylabel="lowest success over languages (calibration)")  # fmt: skip
