@@ -23,9 +23,10 @@ every feature set to the same-concept target's values (error nodes stay the reci
 If steering works on held-out concepts, the model carries the change as one concept-independent
 direction in those outputs; if only the same-concept patch works, it is bound to the concept.
 
-    python benchmarks/multilingual_steer.py results/organism
+    python benchmarks/multilingual_steer.py results/organism [steer.csv]
 
-Reads a finished run (model, world, transcoder/clt for the lexicon runs); writes nothing.
+Reads a finished run (model, world, transcoder/clt for the lexicon runs); with a second
+argument, also writes the per-case table there as CSV.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from llmbio.world.lexicon import LANGUAGES  # noqa: E402
 PARTS = ("mlp", "self_attn", "clt_features")
 
 
-def main(run: Path) -> None:
+def main(run: Path, out: Path | None = None) -> None:
     model, tok, _, clt = load_run(run)
     lex = World.load(run / "world.json").lexicon
     languages, concepts = list(LANGUAGES), concept_order(lex)
@@ -107,6 +108,8 @@ def main(run: Path) -> None:
     print(f"held-out concepts: {len(held_out)}; steering vectors from {len(calib)} concepts")
     print(table.groupby(["part", "swap"])[cols].mean().round(3).to_string())
     print(table.groupby(["part", "swap", "pair"])["steering"].mean().round(2).unstack(0))
+    if out is not None:
+        table.to_csv(out, index=False)
 
 
 def outputs(model, ids, part: str) -> torch.Tensor:
@@ -181,6 +184,6 @@ def hooked(model, part: str, edit):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python benchmarks/multilingual_steer.py results/<run>")
-    main(Path(sys.argv[1]))
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python benchmarks/multilingual_steer.py results/<run> [steer.csv]")
+    main(*map(Path, sys.argv[1:]))

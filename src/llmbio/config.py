@@ -31,7 +31,7 @@ class WorldConfig:
     n_states: int = 16  # states in the geography (<= 16)
     cities_per_state: int = 9  # cities per state (<= 9)
     heldout_city_frac: float = 0.2  # cities whose two-hop question never appears in training
-    n_concepts: int = 24  # multilingual concepts (even, antonym pairs, <= 24)
+    n_concepts: int = 24  # multilingual concepts (even, antonym pairs, <= 72)
     # (concept, language) pairs whose antonym/synonym questions never appear in training (<= 1/3)
     heldout_lexicon_frac: float = 0.0
     # lexicon questions quoting their word in a random language (the answer stays in the

@@ -109,6 +109,20 @@ def test_spliced_model_metrics(model, ids, reader):
     assert m["ce_recovered"] == pytest.approx(0, abs=1e-6)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_evaluation_on_the_gpu_matches_the_cpu(model, ids, reader):
+    # the evaluate rule runs on train.transcoder_device: a CUDA transcoder and model read the
+    # CPU cache and give the CPU's table up to float noise
+    clt = random_clt()
+    on_cpu = evaluate_transcoder(clt, reader, model, [ids[:3], ids[3:]], name="t")
+    on_gpu = evaluate_transcoder(
+        clt.to("cuda"), reader, model.to("cuda"), [ids[:3], ids[3:]], name="t"
+    )
+    model.to("cpu")
+    clt.to("cpu")
+    pd.testing.assert_frame_equal(on_gpu, on_cpu, rtol=1e-3, atol=1e-5)
+
+
 def test_bad_inputs_raise(model, reader):
     with pytest.raises(ValueError, match="d_model=8"):
         evaluate_transcoder(CrossLayerTranscoder(L, 8, F), reader)

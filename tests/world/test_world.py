@@ -35,6 +35,19 @@ def test_content_words_are_unique_across_roles():
     assert not set(ends) & set(words)
 
 
+def test_lexicon_words_occur_in_no_other_task():
+    # every concept word (all 72, not only the default world's 24) is its own token: no
+    # couplet, dialogue, fact or sum uses it, so a lexicon feature is a lexicon feature
+    cfg = load_config({"world": {"n_concepts": len(CONCEPTS)}, "corpus": {"n_documents": 20_000}})
+    corpus = build_corpus(build_world(cfg.world), cfg.corpus, progress=False)
+    words = {x for c in CONCEPTS for group in c for x in group}
+    other = {t for text in corpus.loc[corpus["task"] != "lexicon", "text"] for t in text.split()}
+    assert not words & other
+    lexicon = {t for text in corpus.loc[corpus["task"] == "lexicon", "text"] for t in text.split()}
+    named = {x for word, _synonym in CONCEPTS for x in word}
+    assert named <= lexicon  # a world of every concept names each of them
+
+
 def _corpus_text(world, n=60_000):
     cfg = load_config({"corpus": {"n_documents": n}})
     return build_corpus(world, cfg.corpus, progress=False)["text"]

@@ -123,7 +123,10 @@ def evaluate_stage(
     cfg: RunConfig, cache_dir, model_dir, world_path, transcoder_dirs: dict, out_table, out_figure
 ) -> pd.DataFrame:
     torch.set_num_threads(cfg.trace.threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    # on the transcoders' device: with a GPU CLT of thousands of features the CPU would take
+    # minutes here (the studies, after it, run on the CPU either way)
+    device = transcoder_device(cfg)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval().to(device)
     tok = load_tokenizer(model_dir)
     world = World.load(world_path)
     reader = ActivationReader(cache_dir)
@@ -131,7 +134,7 @@ def evaluate_stage(
     prompts = [torch.tensor([encode(tok, p)]) for p in world.showcase_prompts()]
     frames = []
     for name, path in transcoder_dirs.items():
-        clt = load_transcoder(path, model=model)
+        clt = load_transcoder(path, model=model, device=device)
         df = evaluate_transcoder(clt, reader, model, held_out, name=name)
         frames.append(df.assign(data="heldout_text"))
         on_prompts = evaluate_transcoder(clt, reader, model, prompts, name=name)

@@ -62,15 +62,16 @@ def evaluate_transcoder(
 
 @torch.no_grad()
 def _reconstruction_rows(clt, reader: ActivationReader, split: str, batch_size: int) -> list:
-    n_layers, d = clt.n_layers, clt.d_model
-    sq_err, sum_y2, l0 = (torch.zeros(n_layers, dtype=torch.float64) for _ in range(3))
-    sum_y = torch.zeros(n_layers, d, dtype=torch.float64)
-    fired = torch.zeros(n_layers, clt.n_features, dtype=torch.bool)
+    n_layers, d, dev = clt.n_layers, clt.d_model, clt.W_enc.device
+    sq_err, sum_y2, l0 = (torch.zeros(n_layers, dtype=torch.float64, device=dev) for _ in range(3))
+    sum_y = torch.zeros(n_layers, d, dtype=torch.float64, device=dev)
+    fired = torch.zeros(n_layers, clt.n_features, dtype=torch.bool, device=dev)
     n = 0
     batches = reader.iter_batches(batch_size, shuffle=False, split=split)
     total = -(-reader.n_tokens(split) // batch_size)
     for x, y in tqdm(batches, total=total, desc=f"evaluating on {split} tokens", unit="batch"):
-        x, y = x.transpose(0, 1).to(clt.W_enc.dtype), y.transpose(0, 1).double()  # (L, B, D)
+        x = x.transpose(0, 1).to(dev, clt.W_enc.dtype)  # (L, B, D)
+        y = y.transpose(0, 1).to(dev).double()
         recon, acts = clt(x)
         sq_err += (recon.double() - y).pow(2).sum((1, 2))
         sum_y += y.sum(1)
@@ -79,6 +80,7 @@ def _reconstruction_rows(clt, reader: ActivationReader, split: str, batch_size: 
         l0 += active.sum((1, 2)).double()
         fired |= active.any(1)
         n += x.shape[1]
+    sq_err, sum_y, sum_y2, l0, fired = (t.cpu() for t in (sq_err, sum_y, sum_y2, l0, fired))
     var = sum_y2 - sum_y.pow(2).sum(-1) / n
     nmse, dead = sq_err / var, (~fired).double().mean(-1)
     rows = []

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Does a lexicon of more concepts make the organism carry its output language as one direction?
+# (notes: the session 11 pre-registration.) Each variant builds its world and corpus, trains
+# the organism, the activation cache and the CLT on the GPU, then runs the multilingual study
+# and benchmarks/multilingual_steer.py on the CPU cores.
+#   bash benchmarks/gpu_lexicon/run.sh TIME_LIMIT_S VARIANT...   (VARIANT: a config in this folder)
+# Packs into $OUT each variant's behaviour, study tables, claims, logs and steering output.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+LIMIT="${1:-480}"; shift
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+OUT="${OUT:-/tmp/gpu_lexicon}"
+LOGS=results/lex-logs  # packed with the tables: the device returns only a few files
+mkdir -p "$OUT" "$LOGS"
+NCORES=$(nproc); PER=$(( NCORES / $# )); [ "$PER" -lt 2 ] && PER=2
+start=$(date +%s)
+for v in "$@"; do
+  run="results/lex-$v"
+  (
+    left=$(( start + LIMIT - 120 - $(date +%s) ))  # steering takes ~90 s at 72 concepts
+    timeout "$left" python3 -m snakemake "$run/behaviour.parquet" \
+      "$run/studies/multilingual/claims.parquet" --cores "$PER" --nolock \
+      --configfile "benchmarks/gpu_lexicon/$v.yaml" --keep-going > "$LOGS/$v.snakemake.log" 2>&1
+    echo "[$v] pipeline rc=$? at $(( $(date +%s) - start )) s"
+    left=$(( start + LIMIT - 5 - $(date +%s) ))
+    timeout "$left" python3 benchmarks/multilingual_steer.py "$run" "$run/steer.csv" > "$LOGS/$v.steer.txt" 2>&1
+    echo "[$v] steering rc=$? at $(( $(date +%s) - start )) s"
+  ) &
+done
+wait
+python3 benchmarks/gpu_lexicon/summary.py "$@" | tee "$OUT/summary.txt"
+parts=("$LOGS")
+for v in "$@"; do
+  r="results/lex-$v"
+  parts+=("$r/behaviour.parquet" "$r/behaviour_items.parquet" "$r/benchmarks" "$r/logs"
+          "$r/transcoder/clt_train_log.parquet" "$r/training_curve.parquet" "$r/world.json"
+          "$r/studies/multilingual/tables" "$r/studies/multilingual/claims.parquet" "$r/steer.csv")
+done
+tar czf "$OUT/tables.tgz" --ignore-failed-read "${parts[@]}" 2>/dev/null
+ls -la "$OUT"
