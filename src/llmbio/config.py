@@ -37,6 +37,9 @@ class WorldConfig:
     # lexicon questions quoting their word in a random language (the answer stays in the
     # question's language)
     lexicon_quote_other_frac: float = 0.2
+    # where Chinese lexicon questions put the quoted word: "word_first" (the paper's wording,
+    # '" 小 " 的 反 义 词 是 "') or "relation_first" (English and French order, an experiment)
+    lexicon_zh_order: str = "word_first"
     max_operand: int = 99  # calc operands range over 0..max_operand
     heldout_pair_frac: float = 0.1  # unordered operand pairs never seen in training
     # dangerous / harmless ingredient pairs never in a dialogue (at most 3 dangerous: one per

@@ -85,7 +85,7 @@ def run(context: StudyContext) -> None:
     roles = example_roles(scores, runs, lex, clt.n_features)
     members = roles_table(roles, runs, languages)
     context.save_table(members, "supernodes")
-    features = graph_tables(context, model, clt, tok, roles)
+    features = graph_tables(context, model, clt, tok, roles, lex)
     context.save_table(sharing_summary(features, members, languages), "sharing_summary")
     table = overlap_table(model, clt, tok, lex, languages)
     context.save_table(table, "overlap")
@@ -126,14 +126,17 @@ def roles_table(roles: dict[str, list], runs, languages) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def graph_tables(context: StudyContext, model, clt, tok, roles: dict) -> pd.DataFrame:
+def graph_tables(context: StudyContext, model, clt, tok, roles: dict, lex) -> pd.DataFrame:
     """Trace the example in every language; classify its graph features; supernode graphs."""
     folder = context.out_dir / "graphs"
     graphs = {}
     for prompt in context.prompts("organism"):
         if prompt.id.startswith(f"{EXAMPLE}_"):
-            trace_prompt(model, clt, tok, prompt.text, folder, prompt.id)
             lang = prompt.id.split("_", 1)[1]
+            # the world's own wording: study.yaml's for the paper's word order; the Chinese
+            # question of a world.lexicon_zh_order: relation_first world differs from it
+            text = lex.prompt(EXAMPLE, "antonym", lang)
+            trace_prompt(model, clt, tok, text, folder, prompt.id)
             graphs[lang] = (
                 pd.read_parquet(folder / f"{prompt.id}.nodes.parquet"),
                 pd.read_parquet(folder / f"{prompt.id}.edges.parquet"),

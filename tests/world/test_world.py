@@ -175,3 +175,30 @@ def test_lexicon_quote_other_frac_sets_how_often_questions_quote_another_languag
     assert "quote_other_frac" not in build_world(load_config({}).world).lexicon.to_json()
     with pytest.raises(ValueError, match="lexicon_quote_other_frac must be in 0..1"):
         build_world(load_config({"world": {"lexicon_quote_other_frac": 1.5}}).world)
+
+
+def test_lexicon_zh_order_moves_the_quoted_word_after_the_relation(tmp_path):
+    import random
+
+    import pytest
+
+    def questions(order: str) -> list[str]:
+        cfg = load_config({"world": {"lexicon_zh_order": order}})
+        lex = build_world(cfg.world).lexicon
+        rng = random.Random(0)
+        docs = [lex.document(rng) for _ in range(3000)]
+        return [d for d in docs if "义 词" in d]
+
+    paper, relation_first = questions("word_first"), questions("relation_first")
+    assert paper and all(d.startswith('" ') for d in paper)  # '" 小 " 的 反 义 词 是 "'
+    assert relation_first and all(
+        d.startswith(('反 义 词 " ', '同 义 词 " ')) for d in relation_first
+    )
+    world = build_world(load_config({"world": {"lexicon_zh_order": "relation_first"}}).world)
+    assert world.lexicon.prompt("small", "antonym", "zh") == '反 义 词 " 小 " 是 "'
+    assert world.lexicon.prompt("small", "antonym", "en") == 'The opposite of " small " is "'
+    world.save(tmp_path / "world.json")
+    assert World.load(tmp_path / "world.json").lexicon.zh_order == "relation_first"
+    assert "zh_order" not in build_world(load_config({}).world).lexicon.to_json()
+    with pytest.raises(ValueError, match="lexicon_zh_order must be one of"):
+        build_world(load_config({"world": {"lexicon_zh_order": "sideways"}}).world)

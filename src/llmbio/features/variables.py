@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from llmbio.world import World
-from llmbio.world.lexicon import LANGUAGE_NAMES, LANGUAGES, NOUNS, PROMPTS, SENTENCES
+from llmbio.world.lexicon import LANGUAGE_NAMES, LANGUAGES, NOUNS, SENTENCES
 from llmbio.world.safety import HARMFUL_TOPICS, HARMLESS_TOPICS, INGREDIENTS, kind_of
 
 Span = tuple[int, int, str, str]
@@ -109,11 +109,11 @@ def _language_words(world: World) -> dict[str, str]:
     """Words that occur in exactly one language's templates and vocabulary."""
     seen: dict[str, set[str]] = {}
     for lang in LANGUAGES:
-        texts = [PROMPTS[(r, lang)] for r in ("antonym", "synonym")] + [SENTENCES[lang]]
+        lex = world.lexicon
+        texts = [lex.template(r, lang) for r in ("antonym", "synonym")] + [SENTENCES[lang]]
         words = {w for t in texts for w in t.replace("{w}", "").replace("{n}", "")
                  .replace("{a}", "").split()}  # fmt: skip
         words |= {noun[LANGUAGES.index(lang)] for noun in NOUNS}
-        lex = world.lexicon
         words |= {lex.words[c][lang] for c in lex.words} | {
             lex.synonyms[c][lang] for c in lex.words
         }

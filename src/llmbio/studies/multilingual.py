@@ -34,7 +34,7 @@ import torch
 from llmbio.features.supernodes import FeatureKey
 from llmbio.interventions.batched import run_batch
 from llmbio.tokenizer import encode
-from llmbio.world.lexicon import CONCEPTS, PROMPTS
+from llmbio.world.lexicon import CONCEPTS
 
 Key = tuple[str, str, str]  # (relation, language, concept)
 RELATIONS = ("antonym", "synonym")
@@ -223,7 +223,7 @@ def mixed_prompts(model, clt, tokenizer, lexicon, languages) -> pd.DataFrame:
     model takes its output language from (``other``: neither language's antonym).
     """
     keys = [(t, w, c) for t in languages for w in languages if w != t for c in lexicon.words]
-    texts = [PROMPTS[("antonym", t)].format(w=lexicon.words[c][w]) for t, w, c in keys]
+    texts = [lexicon.template("antonym", t).format(w=lexicon.words[c][w]) for t, w, c in keys]
     rows = []
     for (t, w, c), (_, _, logits) in zip(
         keys, run_texts(model, clt, tokenizer, texts), strict=True

@@ -113,6 +113,13 @@ PROMPTS = {
     ("synonym", "fr"): 'Un synonyme de " {w} " est "',
     ("synonym", "zh"): '" {w} " 的 同 义 词 是 "',
 }
+# world.lexicon_zh_order "relation_first": Chinese questions in the English and French order
+# (relation, quoted word, copula) instead of the paper's (quoted word, relation, copula)
+RELATION_FIRST_ZH = {
+    ("antonym", "zh"): '反 义 词 " {w} " 是 "',
+    ("synonym", "zh"): '同 义 词 " {w} " 是 "',
+}
+ZH_ORDERS = ("word_first", "relation_first")
 SENTENCES = {"en": "The {n} is {a} .", "fr": "Le {n} est {a} .", "zh": "{n} 很 {a} 。"}
 QUOTE_OTHER_FRAC = 0.2  # default share of questions quoting their word in a random language
 LANGUAGE_NAMES = {"en": "English", "fr": "French", "zh": "Chinese"}
@@ -127,6 +134,7 @@ class Lexicon:
     heldout: tuple[tuple[str, str], ...] = ()
     # share of questions whose quoted word is in a random language (the question's included)
     quote_other_frac: float = QUOTE_OTHER_FRAC
+    zh_order: str = "word_first"  # one of ZH_ORDERS: where Chinese questions put the word
 
     @classmethod
     def build(
@@ -135,6 +143,7 @@ class Lexicon:
         heldout_frac: float = 0.0,
         seed: int = 0,
         quote_other_frac: float = QUOTE_OTHER_FRAC,
+        zh_order: str = "word_first",
     ) -> Lexicon:
         if not 2 <= n_concepts <= len(CONCEPTS) or n_concepts % 2:
             raise ValueError(f"world.n_concepts must be even and in 2..{len(CONCEPTS)}")
@@ -147,6 +156,8 @@ class Lexicon:
             raise ValueError(
                 f"world.lexicon_quote_other_frac must be in 0..1; got {quote_other_frac}"
             )
+        if zh_order not in ZH_ORDERS:
+            raise ValueError(f"world.lexicon_zh_order must be one of {ZH_ORDERS}; got {zh_order!r}")
         words, syns, ant = {}, {}, {}
         for i, (w, s) in enumerate(CONCEPTS[:n_concepts]):
             cid = w[0]
@@ -159,7 +170,13 @@ class Lexicon:
             rng = random.Random(f"lexicon-heldout-{seed}")
             concepts = rng.sample(sorted(words), n_heldout)
             heldout = tuple(sorted((c, rng.choice(LANGUAGES)) for c in concepts))
-        return cls(words, syns, ant, heldout, quote_other_frac)
+        return cls(words, syns, ant, heldout, quote_other_frac, zh_order)
+
+    def template(self, relation: str, lang: str) -> str:
+        """The question template of ``relation`` in ``lang`` (``{w}``: the quoted word)."""
+        if self.zh_order == "relation_first" and (relation, lang) in RELATION_FIRST_ZH:
+            return RELATION_FIRST_ZH[(relation, lang)]
+        return PROMPTS[(relation, lang)]
 
     def answer(self, concept: str, relation: str, lang: str) -> str:
         if relation == "antonym":
@@ -167,7 +184,7 @@ class Lexicon:
         return self.synonyms[concept][lang]
 
     def prompt(self, concept: str, relation: str, lang: str) -> str:
-        return PROMPTS[(relation, lang)].format(w=self.words[concept][lang])
+        return self.template(relation, lang).format(w=self.words[concept][lang])
 
     def document(self, rng: random.Random) -> str:
         concept = rng.choice(sorted(self.words))
@@ -181,7 +198,7 @@ class Lexicon:
                 lang = rng.choice([lg for lg in LANGUAGES if (concept, lg) not in self.heldout])
             same = rng.random() < 1 - self.quote_other_frac
             word_lang = lang if same else rng.choice(LANGUAGES)
-            question = PROMPTS[(rel, lang)].format(w=self.words[concept][word_lang])
+            question = self.template(rel, lang).format(w=self.words[concept][word_lang])
             return f'{question} {self.answer(concept, rel, lang)} " .'
         if kind < 0.8:
             noun = rng.choice(NOUNS)
@@ -214,10 +231,13 @@ class Lexicon:
             d["heldout"] = [list(pair) for pair in self.heldout]
         if self.quote_other_frac != QUOTE_OTHER_FRAC:  # absent at the default, as before
             d["quote_other_frac"] = self.quote_other_frac
+        if self.zh_order != "word_first":  # absent at the default, as before
+            d["zh_order"] = self.zh_order
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> Lexicon:
         heldout = tuple(tuple(pair) for pair in d.get("heldout", ()))
         quote = d.get("quote_other_frac", QUOTE_OTHER_FRAC)
-        return cls(d["words"], d["synonyms"], d["antonym"], heldout, quote)
+        order = d.get("zh_order", "word_first")
+        return cls(d["words"], d["synonyms"], d["antonym"], heldout, quote, order)

@@ -91,7 +91,11 @@ def build_world(cfg: WorldConfig) -> World:
         Geography.build(rng, cfg.n_states, cfg.cities_per_state, cfg.heldout_city_frac),
         Poetry.build(rng),
         Lexicon.build(
-            cfg.n_concepts, cfg.heldout_lexicon_frac, cfg.seed, cfg.lexicon_quote_other_frac
+            cfg.n_concepts,
+            cfg.heldout_lexicon_frac,
+            cfg.seed,
+            cfg.lexicon_quote_other_frac,
+            cfg.lexicon_zh_order,
         ),
         Arithmetic.build(rng, cfg.max_operand, cfg.heldout_pair_frac),
         Safety.build(rng, cfg.heldout_harm_frac),
