@@ -108,8 +108,8 @@ _RELATION_WORDS = {"opposite": "antonym", "contraire": "antonym", "反": "antony
 def _language_words(world: World) -> dict[str, str]:
     """Words that occur in exactly one language's templates and vocabulary."""
     seen: dict[str, set[str]] = {}
+    lex = world.lexicon
     for lang in LANGUAGES:
-        lex = world.lexicon
         texts = [lex.template(r, lang) for r in ("antonym", "synonym")] + [SENTENCES[lang]]
         words = {w for t in texts for w in t.replace("{w}", "").replace("{n}", "")
                  .replace("{a}", "").split()}  # fmt: skip

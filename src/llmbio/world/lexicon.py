@@ -10,6 +10,11 @@ question, so the output language is set by the question, not the word.
 With ``heldout_frac`` > 0 some (concept, language) pairs are held out: their antonym and synonym
 questions never appear in training (the words still do, in parallel text), so answering them
 means composing the operation, the concept and the output language.
+
+The Chinese questions follow the paper's wording, the quoted word first
+(``" 小 " 的 反 义 词 是 "``); ``zh_order="relation_first"`` asks them in the English and
+French order instead (``反 义 词 " 小 " 是 "``), an experiment on why the output-language
+swap fails.
 """
 
 from __future__ import annotations
