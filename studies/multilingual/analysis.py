@@ -133,9 +133,11 @@ def graph_tables(context: StudyContext, model, clt, tok, roles: dict, lex) -> pd
     for prompt in context.prompts("organism"):
         if prompt.id.startswith(f"{EXAMPLE}_"):
             lang = prompt.id.split("_", 1)[1]
-            # the world's own wording: study.yaml's for the paper's word order; the Chinese
-            # question of a world.lexicon_zh_order: relation_first world differs from it
+            # the world's own wording, which study.yaml records for the paper's word order; a
+            # world.lexicon_zh_order: relation_first world asks its Chinese question otherwise
             text = lex.prompt(EXAMPLE, "antonym", lang)
+            if text != prompt.text:
+                print(f"{prompt.id}: tracing the world's wording {text!r}, not study.yaml's")
             trace_prompt(model, clt, tok, text, folder, prompt.id)
             graphs[lang] = (
                 pd.read_parquet(folder / f"{prompt.id}.nodes.parquet"),
