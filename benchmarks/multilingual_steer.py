@@ -25,8 +25,9 @@ direction in those outputs; if only the same-concept patch works, it is bound to
 
     python benchmarks/multilingual_steer.py results/organism [steer.csv]
 
-Reads a finished run (model, world, transcoder/clt for the lexicon runs); with a second
-argument, also writes the per-case table there as CSV.
+Reads a finished run (model, world and, where it has one, transcoder/clt); with a second
+argument, also writes the per-case table there as CSV. A run without a transcoder (an organism
+trained only to be steered) gets the ``mlp`` and ``self_attn`` parts alone.
 """
 
 from __future__ import annotations
@@ -41,16 +42,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from poems_plan_capture import load_run  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from llmbio.features.supernodes import Supernode  # noqa: E402
 from llmbio.interventions import Edit  # noqa: E402
 from llmbio.interventions.batched import run_batch  # noqa: E402
 from llmbio.studies.multilingual import (  # noqa: E402
+    RELATIONS,
+    PromptRun,
     by_role,
     concept_order,
     position_map,
     run_lexicon,
 )
+from llmbio.tokenizer import encode, load_tokenizer  # noqa: E402
 from llmbio.studies.multilingual_swaps import language_pairs  # noqa: E402
 from llmbio.world import World  # noqa: E402
 from llmbio.world.lexicon import LANGUAGES  # noqa: E402
@@ -59,19 +64,31 @@ PARTS = ("mlp", "self_attn", "clt_features")
 
 
 def main(run: Path, out: Path | None = None) -> None:
-    model, tok, _, clt = load_run(run)
+    if (run / "transcoder" / "clt").exists():
+        model, tok, _, clt = load_run(run)
+        parts = PARTS
+    else:
+        for part in ("model", "world.json"):
+            if not (run / part).exists():
+                sys.exit(f"{run / part} is missing: train that run's organism first")
+        torch.set_num_threads(2)
+        model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
+        tok, clt, parts = load_tokenizer(run / "model"), None, PARTS[:2]
     lex = World.load(run / "world.json").lexicon
     languages, concepts = list(LANGUAGES), concept_order(lex)
     calib = [c for i, c in enumerate(concepts) if (i // 2) % 2 == 0]  # as the study splits
     held_out = [c for c in concepts if c not in calib]
-    runs = run_lexicon(model, clt, tok, lex, languages)
+    if clt is None:
+        runs = model_runs(model, tok, lex, languages)
+    else:
+        runs = run_lexicon(model, clt, tok, lex, languages)
     swaps = [("operation", lang, ("antonym", lang), ("synonym", lang)) for lang in languages]
     swaps += [
         ("language", f"{src}->{dst}", ("antonym", src), ("antonym", dst))
         for src, dst in language_pairs(languages)
     ]
     rows = []
-    for part in PARTS:
+    for part in parts:
         for swap, name, (r0, l0), (r1, l1) in swaps:
             words = {lex.answer(c, r, l1) for c in concepts for r in ("antonym", "synonym")}
             words |= {lex.words[c][l1] for c in concepts}  # any word of the target language
@@ -110,6 +127,22 @@ def main(run: Path, out: Path | None = None) -> None:
     print(table.groupby(["part", "swap", "pair"])["steering"].mean().round(2).unstack(0))
     if out is not None:
         table.to_csv(out, index=False)
+
+
+def model_runs(model, tok, lex, languages) -> dict:
+    """``run_lexicon`` without a transcoder: every lexicon prompt's ids, top token and concept
+    position (``acts`` left empty)."""
+    runs = {}
+    for r in RELATIONS:
+        for lang in languages:
+            for c in lex.words:
+                ids = encode(tok, lex.prompt(c, r, lang))
+                with torch.no_grad():
+                    logits = model(torch.tensor([ids])).logits[0, -1]
+                word = tok.convert_tokens_to_ids(lex.words[c][lang])
+                top = tok.convert_ids_to_tokens(int(logits.argmax()))
+                runs[(r, lang, c)] = PromptRun(tuple(ids), torch.empty(0), top, ids.index(word, 1))
+    return runs
 
 
 def outputs(model, ids, part: str) -> torch.Tensor:

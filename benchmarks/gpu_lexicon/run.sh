@@ -4,6 +4,8 @@
 # the organism, the activation cache and the CLT on the GPU, then runs the multilingual study
 # and benchmarks/multilingual_steer.py on the CPU cores.
 #   bash benchmarks/gpu_lexicon/run.sh TIME_LIMIT_S VARIANT...   (VARIANT: a config in this folder)
+# With STEER_ONLY=1 each variant stops after its organism's behaviour (no cache, CLT or study);
+# the steering then reads the model alone (session 12's seed sweep).
 # Packs into $OUT each variant's behaviour, study tables, claims, logs and steering output.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,8 +21,9 @@ for v in "$@"; do
   run="results/lex-$v"
   (
     left=$(( start + LIMIT - 120 - $(date +%s) ))  # steering takes ~90 s at 72 concepts
-    timeout "$left" python3 -m snakemake "$run/behaviour.parquet" \
-      "$run/studies/multilingual/claims.parquet" --cores "$PER" --nolock \
+    targets=("$run/behaviour.parquet")
+    [ "${STEER_ONLY:-0}" = 1 ] || targets+=("$run/studies/multilingual/claims.parquet")
+    timeout "$left" python3 -m snakemake "${targets[@]}" --cores "$PER" --nolock \
       --configfile "benchmarks/gpu_lexicon/$v.yaml" --keep-going > "$LOGS/$v.snakemake.log" 2>&1
     echo "[$v] pipeline rc=$? at $(( $(date +%s) - start )) s"
     left=$(( start + LIMIT - 5 - $(date +%s) ))

@@ -41,6 +41,9 @@ def row(variant: str) -> dict:
             out[f"{swap}_steer_last"] = round(mlp["steering_last"].astype(bool).mean(), 3)
         lang = s[(s["part"] == "mlp") & (s["swap"] == "language")]
         out["language_in_target"] = round(lang["in_target"].mean(), 3)
+        with_zh = lang["pair"].str.contains("zh")
+        out["language_steer_zh"] = round(lang.loc[with_zh, "steering"].mean(), 3)
+        out["language_steer_enfr"] = round(lang.loc[~with_zh, "steering"].mean(), 3)
         out["heldout_concepts"] = s["concept"].nunique()
     return out
 
