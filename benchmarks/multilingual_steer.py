@@ -55,8 +55,8 @@ from llmbio.studies.multilingual import (  # noqa: E402
     position_map,
     run_lexicon,
 )
-from llmbio.tokenizer import encode, load_tokenizer  # noqa: E402
 from llmbio.studies.multilingual_swaps import language_pairs  # noqa: E402
+from llmbio.tokenizer import encode, load_tokenizer  # noqa: E402
 from llmbio.world import World  # noqa: E402
 from llmbio.world.lexicon import LANGUAGES  # noqa: E402
 
