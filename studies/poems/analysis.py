@@ -14,9 +14,10 @@ the graph and the figures. Tables (``tables/``):
   line 2 after the couplet's own plan (word + family supernode) is scaled by ``ABLATE`` and
   the injected word's plan is set to ``multiplier`` x its donor activation at the newline;
   ``injection`` holds the rows at ``INJECT``;
-- ``swap_calibration`` / ``injection_calibrated``: the swap's supernode size and edit form
-  calibrated on discovery couplets (:mod:`llmbio.studies.poem_swaps`, as in the multihop and
-  refusal studies), then run on the held-out line form beside a random-feature control;
+- ``swap_calibration`` / ``injection_calibrated``: the swap's supernode size, feature selection
+  (contrast or effect) and edit form calibrated on discovery couplets
+  (:mod:`llmbio.studies.poem_swaps`, as in the multihop, refusal and multilingual studies),
+  then run on the held-out line form beside a random-feature control;
 - ``position_sweep`` / ``position_summary`` / ``position_contrast``: that injection at one
   position at a time (line 1's tokens and the newline), and a control that transplants every
   feature a donor couplet has at that position;
@@ -49,7 +50,12 @@ from llmbio.studies.planning import (
     position_contrast,
     position_summary,
 )
-from llmbio.studies.poem_swaps import SUCCESS_BAR, calibrate, calibrated_injection
+from llmbio.studies.poem_swaps import (
+    SUCCESS_BAR,
+    calibrate,
+    calibrated_injection,
+    discovery_effects,
+)
 from llmbio.studies.poems import PoemExperiment, Settings
 
 # Fixed before any measurement on the held-out couplets (multihop's values: 8 features per
@@ -85,9 +91,10 @@ def run(context: StudyContext) -> None:
     context.save_table(strength, "strength")
     injection = strength[strength["multiplier"] == INJECT]
     context.save_table(injection, "injection")
-    grid, form, k = calibrate(exp)
+    scores = discovery_effects(exp)
+    grid, chosen = calibrate(exp, scores)
     context.save_table(grid, "swap_calibration")
-    context.save_table(calibrated_injection(exp, form, k), "injection_calibrated")
+    context.save_table(calibrated_injection(exp, scores=scores, **chosen), "injection_calibrated")
     sweep = exp.position_sweep(injection.head(N_SWEEP), LINE1_START)
     context.save_table(sweep, "position_sweep")
     summary = position_summary(sweep)
@@ -235,8 +242,12 @@ def draw_calibrated(grid: pd.DataFrame, injection: pd.DataFrame):
         return _empty("no swap pairs (no planned-word supernodes)")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[3, 2])
     c = grid[grid["chosen"]].iloc[0]
-    plot_calibration(axes[0], grid, bar=SUCCESS_BAR, ylabel="swap success (discovery couplets)",
-                     title=f"Calibration: chosen {c['form']}, k={c['k']} (red)")  # fmt: skip
+    curves = grid.assign(curve=grid["selection"] + " / " + grid["form"])
+    plot_calibration(axes[0], curves, hue="curve", bar=SUCCESS_BAR,
+                     ylabel="swap success (discovery couplets)",
+                     title=f"Calibration: chosen {c['selection']} / {c['form']}, k={c['k']} "
+                           "(red)")  # fmt: skip
+    axes[0].legend(fontsize=6, ncol=2)
     outcomes = [injection["success"].astype(float), injection["control_success"]]
     rates = [0.0 if pd.isna(o.mean()) else float(o.mean()) for o in outcomes]
     axes[1].bar(["chosen swap", "random features"], rates, color=["#5B8DB8", "#BBBBBB"])

@@ -3,6 +3,16 @@
 As in the multihop and refusal studies, the paper's edit (8 features, own plan x-2, donor plan at
 2x) is one point of a grid: supernode sizes and edit forms are tried on discovery couplets only,
 and the chosen one is then run on the held-out line form with a random-feature control.
+
+As in the multilingual study, the grid has a third axis, the *selection* that ranks a planned
+word's plan features: their activation ``contrast`` between planned words (and rhyme families)
+at the newline, or their ``effect`` (:func:`effect_scores`): the first-order change of
+``logit(donor's first word of line 2) - logit(the couplet's own first word)`` when the feature
+is patched to the donor's newline value (attribution patching through the real model), averaged
+over the discovery swaps that inject the word. The first word is the metric because a swap
+succeeds when line 2 starts with a lead word of the injected end word. Features whose values
+differ most need not be those the line depends on. The effect scores too come from discovery
+couplets only.
 """
 
 from __future__ import annotations
@@ -10,9 +20,11 @@ from __future__ import annotations
 import random
 
 import pandas as pd
+import torch
 
 from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
+from llmbio.interventions.batched import feature_gradients, logit_differences
 from llmbio.studies.experiments import best_calibration
 from llmbio.studies.planning import active_node, as_supernode, contrast, features_at, plan_swap
 from llmbio.studies.poems import PoemExperiment, plan_supernodes
@@ -27,20 +39,67 @@ CAL_SIZES = (8, 16, 32, 64, 128, 256)
 CAL_FORMS = {"paper": ("scale", 2.0), "copy": ("copy", 1.0), "copy_x1.5": ("copy", 1.5),
              "copy_x2": ("copy", 2.0), "copy_x3": ("copy", 3.0),
              "copy_x4": ("copy", 4.0)}  # fmt: skip
+SELECTIONS = ("contrast", "effect")
 SUCCESS_BAR = 0.9
 CALIBRATED_COLUMNS = [
-    "first_word", "form", "planned", "injected", "edit_form", "k", "line_before", "line_after",
+    "first_word", "form", "planned", "injected", "selection", "edit_form", "k", "line_before",
+    "line_after",
     "end_after", "success", "lead_rewritten", "control_end", "control_success",
 ]  # fmt: skip
 
 
-def plan_nodes(exp: PoemExperiment, top_k: int) -> dict[str, Supernode]:
-    """Each planned word's plan at ``top_k`` features per word and per rhyme family, by
-    contrast on the discovery couplets."""
+def plan_nodes(
+    exp: PoemExperiment, top_k: int, selection: str = "contrast", scores: dict | None = None
+) -> dict[str, Supernode]:
+    """Each planned word's plan on the discovery couplets: by ``contrast``, ``top_k`` features
+    per word and per rhyme family; by ``effect``, the word's ``top_k`` features of largest
+    positive mean effect in ``scores`` (:func:`effect_scores`)."""
+    if selection == "effect":
+        if scores is None:
+            raise ValueError("the effect selection needs the effect scores (effect_scores)")
+        return effect_nodes(scores, top_k, exp.F)
+    if selection != "contrast":
+        raise ValueError(f"unknown selection {selection!r}: use one of {SELECTIONS}")
     t, disc = exp.table, exp.discovery
     words = contrast(exp.acts[disc], [t["planned"][i] for i in disc], exp.F, top_k)
     fams = [exp.poetry.family_of(t["planned"][i]) for i in disc]
     return plan_supernodes(words, contrast(exp.acts[disc], fams, exp.F, top_k), exp.poetry)
+
+
+def effect_scores(exp: PoemExperiment, pairs: list[tuple[int, str]]) -> dict[str, torch.Tensor]:
+    """Mean first-order effect ``(L * F,)`` per injected word over the swaps ``pairs``
+    ``(couplet, word)``: the gradient of ``logit(donor's first word of line 2) - logit(own
+    first word)`` at the newline times the donor's newline activations minus the couplet's."""
+    first = [tokens[0] for tokens in exp.base.tokens]
+    token_id = exp.tok.convert_tokens_to_ids
+    by_len: dict[int, list[int]] = {}
+    for j, (i, _) in enumerate(pairs):
+        by_len.setdefault(len(exp.cp.ids[i]), []).append(j)
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    for rows in by_len.values():
+        ids = torch.tensor([list(exp.cp.ids[pairs[j][0]]) for j in rows])
+        plus = torch.tensor([token_id(first[exp.donor[pairs[j][1]]]) for j in rows])
+        minus = torch.tensor([token_id(first[pairs[j][0]]) for j in rows])
+        grads, _, _ = feature_gradients(exp.model, exp.clt, ids, logit_differences(plus, minus))
+        at_newline = grads.float().cpu()[:, :, -1].reshape(len(rows), -1)  # (B, L * F)
+        for b, j in enumerate(rows):
+            i, q = pairs[j]
+            effect = at_newline[b] * (exp.acts[exp.donor[q]] - exp.acts[i])
+            sums[q] = sums[q] + effect if q in sums else effect
+            counts[q] = counts.get(q, 0) + 1
+    return {q: sums[q] / counts[q] for q in sorted(sums)}
+
+
+def effect_nodes(scores: dict[str, torch.Tensor], top_k: int, n_features: int) -> dict:
+    """Each word's ``top_k`` features of largest positive effect (words with none left out)."""
+    nodes = {}
+    for q, score in scores.items():
+        top = score.topk(min(top_k, score.numel())).indices
+        keys = [(int(j) // n_features, int(j) % n_features) for j in top[score[top] > 0]]
+        if (node := as_supernode(f"{q}_plan", keys)) is not None:
+            nodes[q] = node
+    return nodes
 
 
 def form_edits(exp: PoemExperiment, i: int, q: str, nodes: dict, form: str) -> list[Edit]:
@@ -55,34 +114,55 @@ def form_edits(exp: PoemExperiment, i: int, q: str, nodes: dict, form: str) -> l
     return [Edit.inject(both, values, factor, positions=(nl,))]
 
 
-def calibrate(exp: PoemExperiment) -> tuple[pd.DataFrame, str, int]:
-    """Swap success on discovery couplets by size and form, sizes ascending, stopping after
-    the first size at which a form reaches ``SUCCESS_BAR``; the choice is that size and its
-    best form (else the best of the grid). Held-out couplets play no part."""
+def discovery_effects(exp: PoemExperiment) -> dict[str, torch.Tensor]:
+    """:func:`effect_scores` over the discovery swaps (those of the paper-size contrast plans)."""
+    return effect_scores(exp, exp.pairs(exp.discovery, plan_nodes(exp, CAL_SIZES[0])))
+
+
+def calibrate(exp: PoemExperiment, scores: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """Swap success on discovery couplets by size, selection and form, sizes ascending,
+    stopping after the first size at which a cell reaches ``SUCCESS_BAR``; the choice is that
+    size and its best cell (else the best of the grid), returned as ``{selection, form, k}``.
+    ``scores``: the effect scores (default :func:`discovery_effects`). Held-out couplets play
+    no part."""
+    scores = discovery_effects(exp) if scores is None else scores
     rows = []
     for k in CAL_SIZES:
-        nodes = plan_nodes(exp, k)
-        pairs = exp.pairs(exp.discovery, nodes)
-        for form in CAL_FORMS:
-            after = exp.lines([i for i, _ in pairs], [form_edits(exp, i, q, nodes, form)
-                                                       for i, q in pairs])  # fmt: skip
-            hits = [e == q for e, (_, q) in zip(after.end, pairs, strict=True)]
-            size = sum(len(nodes[q].features) for _, q in pairs) / max(len(pairs), 1)
-            rows.append(dict(form=form, k=k, n_cases=len(pairs), mean_features=size,
-                             success_rate=sum(hits) / max(len(hits), 1)))  # fmt: skip
+        for selection in SELECTIONS:
+            nodes = plan_nodes(exp, k, selection, scores)
+            pairs = exp.pairs(exp.discovery, nodes)
+            for form in CAL_FORMS:
+                after = exp.lines([i for i, _ in pairs], [form_edits(exp, i, q, nodes, form)
+                                                           for i, q in pairs])  # fmt: skip
+                hits = [e == q for e, (_, q) in zip(after.end, pairs, strict=True)]
+                size = sum(len(nodes[q].features) for _, q in pairs) / max(len(pairs), 1)
+                rows.append(dict(selection=selection, form=form, k=k, n_cases=len(pairs),
+                                 mean_features=size,
+                                 success_rate=sum(hits) / max(len(hits), 1)))  # fmt: skip
         if max(r["success_rate"] for r in rows) >= SUCCESS_BAR:
             break
     grid = pd.DataFrame(rows)
     best = best_calibration(grid, SUCCESS_BAR)
-    grid["chosen"] = (grid["form"] == best["form"]) & (grid["k"] == best["k"])
-    return grid, str(best["form"]), int(best["k"])
+    grid["chosen"] = (
+        (grid["selection"] == best["selection"]) & (grid["form"] == best["form"])
+        & (grid["k"] == best["k"])
+    )  # fmt: skip
+    return grid, {"selection": str(best["selection"]), "form": str(best["form"]),
+                  "k": int(best["k"])}  # fmt: skip
 
 
-def calibrated_injection(exp: PoemExperiment, form: str, k: int, seed: int = 0) -> pd.DataFrame:
+def calibrated_injection(
+    exp: PoemExperiment,
+    form: str,
+    k: int,
+    selection: str = "contrast",
+    scores: dict | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """The chosen swap on every held-out couplet, and a control: the donor's plan replaced by
     as many random features active at the donor's newline outside both plans, same form
     (``control_success`` NaN where the donor has no such feature)."""
-    nodes, rng = plan_nodes(exp, k), random.Random(seed)
+    nodes, rng = plan_nodes(exp, k, selection, scores), random.Random(seed)
     pairs = exp.pairs(exp.evaluation, nodes)
     edits, controls = [], []
     for i, q in pairs:
@@ -97,7 +177,7 @@ def calibrated_injection(exp: PoemExperiment, form: str, k: int, seed: int = 0) 
     t = exp.table
     return pd.DataFrame([
         dict(first_word=t["first_word"][i], form=int(t["form"][i]), planned=t["planned"][i],
-             injected=q, edit_form=form, k=k, line_before=t["line2"][i],
+             injected=q, selection=selection, edit_form=form, k=k, line_before=t["line2"][i],
              line_after=after.text(j), end_after=after.end[j], success=after.end[j] == q,
              lead_rewritten=(after.tokens[j] or [""])[0] in exp.poetry.leads[q],
              control_end=ctrl.end[j] if controls[j] else None,
