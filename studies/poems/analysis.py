@@ -91,10 +91,10 @@ def run(context: StudyContext) -> None:
     context.save_table(strength, "strength")
     injection = strength[strength["multiplier"] == INJECT]
     context.save_table(injection, "injection")
-    scores = discovery_effects(exp)
-    grid, chosen = calibrate(exp, scores)
+    effects = discovery_effects(exp)
+    grid, chosen = calibrate(exp, effects)
     context.save_table(grid, "swap_calibration")
-    context.save_table(calibrated_injection(exp, scores=scores, **chosen), "injection_calibrated")
+    context.save_table(calibrated_injection(exp, scores=effects, **chosen), "injection_calibrated")
     sweep = exp.position_sweep(injection.head(N_SWEEP), LINE1_START)
     context.save_table(sweep, "position_sweep")
     summary = position_summary(sweep)
