@@ -242,8 +242,7 @@ def draw_calibrated(grid: pd.DataFrame, injection: pd.DataFrame):
         return _empty("no swap pairs (no planned-word supernodes)")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[3, 2])
     c = grid[grid["chosen"]].iloc[0]
-    curves = grid.assign(curve=grid["selection"] + " / " + grid["form"])
-    plot_calibration(axes[0], curves, hue="curve", bar=SUCCESS_BAR,
+    plot_calibration(axes[0], grid, hue="form", style="selection", bar=SUCCESS_BAR,
                      ylabel="swap success (discovery couplets)",
                      title=f"Calibration: chosen {c['selection']} / {c['form']}, k={c['k']} "
                            "(red)")  # fmt: skip

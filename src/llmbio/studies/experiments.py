@@ -149,13 +149,15 @@ def plot_panel(panel: pd.DataFrame, palette=None, figsize=(10, 3.6)):
     return fig
 
 
-def plot_calibration(ax, grid: pd.DataFrame, hue: str = "form", bar: float = 0.9, **labels):
-    """Success rate against supernode size ``k`` (log2 axis), one line per ``hue``; the chosen
-    point (``chosen`` column) circled in red, the calibration's bar dashed. ``labels`` go to
-    ``ax.set`` (xlabel, ylabel, title)."""
+def plot_calibration(
+    ax, grid: pd.DataFrame, hue: str = "form", bar: float = 0.9, style: str | None = None, **labels
+):
+    """Success rate against supernode size ``k`` (log2 axis), one line per ``hue`` (and
+    ``style``, dashes); the chosen point (``chosen`` column) circled in red, the calibration's
+    bar dashed. ``labels`` go to ``ax.set`` (xlabel, ylabel, title)."""
     import seaborn as sns
 
-    sns.lineplot(data=grid, x="k", y="success_rate", hue=hue, marker="o", ax=ax)
+    sns.lineplot(data=grid, x="k", y="success_rate", hue=hue, style=style, marker="o", ax=ax)
     chosen = grid[grid["chosen"]]
     ax.scatter(chosen["k"], chosen["success_rate"], s=160, facecolors="none", edgecolors="red")
     ax.axhline(bar, color="grey", lw=0.8, ls="--")
