@@ -22,20 +22,11 @@ import sys
 import time
 from pathlib import Path
 
-import pandas as pd
-
 sys.path.insert(0, str(Path(__file__).parent))
 from poems_plan_capture import load_run  # noqa: E402
 
 from llmbio.studies.planning import couplets, line_length  # noqa: E402
-from llmbio.studies.poem_swaps import (  # noqa: E402
-    CAL_FORMS,
-    CAL_SIZES,
-    SELECTIONS,
-    discovery_effects,
-    form_edits,
-    plan_nodes,
-)
+from llmbio.studies.poem_swaps import calibrate, discovery_effects  # noqa: E402
 from llmbio.studies.poems import PoemExperiment, Settings  # noqa: E402
 
 
@@ -46,19 +37,10 @@ def main(run: Path) -> None:
     exp = PoemExperiment(model, clt, tok, poetry, couplets(poetry, tok), settings)
     scores = discovery_effects(exp)
     print(f"effect scores of {len(scores)} words in {time.perf_counter() - start:.1f} s")
-    rows = []
-    for k in CAL_SIZES:
-        for selection in SELECTIONS:
-            nodes = plan_nodes(exp, k, selection, scores)
-            cases = exp.pairs(exp.discovery, nodes)
-            for form in CAL_FORMS:
-                edits = [form_edits(exp, i, q, nodes, form) for i, q in cases]
-                after = exp.lines([i for i, _ in cases], edits)
-                hits = [e == q for e, (_, q) in zip(after.end, cases, strict=True)]
-                rows.append(dict(selection=selection, k=k, form=form, n_cases=len(cases),
-                                 success=round(sum(hits) / max(len(hits), 1), 3)))  # fmt: skip
-    grid = pd.DataFrame(rows)
-    print(grid.pivot_table(index=["selection", "k"], columns="form", values="success").to_string())
+    grid, chosen = calibrate(exp, scores, whole_grid=True)
+    table = grid.pivot_table(index=["selection", "k"], columns="form", values="success_rate")
+    print(table.round(3).to_string())
+    print(f"the study's rule (stop at the first size reaching 90%) chooses {chosen}")
     print(f"total {time.perf_counter() - start:.1f} s")
 
 

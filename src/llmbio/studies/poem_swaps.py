@@ -119,12 +119,14 @@ def discovery_effects(exp: PoemExperiment) -> dict[str, torch.Tensor]:
     return effect_scores(exp, exp.pairs(exp.discovery, plan_nodes(exp, CAL_SIZES[0])))
 
 
-def calibrate(exp: PoemExperiment, scores: dict | None = None) -> tuple[pd.DataFrame, dict]:
+def calibrate(
+    exp: PoemExperiment, scores: dict | None = None, whole_grid: bool = False
+) -> tuple[pd.DataFrame, dict]:
     """Swap success on discovery couplets by size, selection and form, sizes ascending,
-    stopping after the first size at which a cell reaches ``SUCCESS_BAR``; the choice is that
-    size and its best cell (else the best of the grid), returned as ``{selection, form, k}``.
-    ``scores``: the effect scores (default :func:`discovery_effects`). Held-out couplets play
-    no part."""
+    stopping after the first size at which a cell reaches ``SUCCESS_BAR`` (``whole_grid``: run
+    every size anyway); the choice is that size and its best cell (else the best of the grid),
+    returned as ``{selection, form, k}``. ``scores``: the effect scores (default
+    :func:`discovery_effects`). Held-out couplets play no part."""
     scores = discovery_effects(exp) if scores is None else scores
     rows = []
     for k in CAL_SIZES:
@@ -139,7 +141,7 @@ def calibrate(exp: PoemExperiment, scores: dict | None = None) -> tuple[pd.DataF
                 rows.append(dict(selection=selection, form=form, k=k, n_cases=len(pairs),
                                  mean_features=size,
                                  success_rate=sum(hits) / max(len(hits), 1)))  # fmt: skip
-        if max(r["success_rate"] for r in rows) >= SUCCESS_BAR:
+        if not whole_grid and max(r["success_rate"] for r in rows) >= SUCCESS_BAR:
             break
     grid = pd.DataFrame(rows)
     best = best_calibration(grid, SUCCESS_BAR)
