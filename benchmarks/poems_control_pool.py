@@ -2,10 +2,10 @@
 
 The calibrated plan swap (`llmbio.studies.poem_swaps`) has a control: the donor's plan replaced
 by as many random features active at the donor's newline, outside both plans, edited the same
-way. With large plans that sample is most of its pool. For the run's chosen supernode size, per
-held-out couplet pair, this prints the plan's size, the donor's active features, the control's
-pool and sample, and the share of the donor's newline activation (sum of feature activations)
-in the plan and in the control sample.
+way. With large plans that sample is most of its pool. For the run's chosen supernode size and
+feature selection (contrast or effect), per held-out couplet pair, this prints the plan's size,
+the donor's active features, the control's pool and sample, and the share of the donor's
+newline activation (sum of feature activations) in the plan and in the control sample.
 
     python benchmarks/poems_control_pool.py results/organism
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from llmbio.studies.planning import active_node, couplets, line_length
-from llmbio.studies.poem_swaps import plan_nodes
+from llmbio.studies.poem_swaps import discovery_effects, plan_nodes
 from llmbio.studies.poems import PoemExperiment, Settings
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -37,8 +37,10 @@ def control_pool(run: Path) -> tuple[int, pd.DataFrame]:
     settings = Settings(8, -2.0, 2.0, line_length(poetry))
     exp = PoemExperiment(model, clt, tok, poetry, couplets(poetry, tok), settings)
     grid = pd.read_parquet(calibration)
-    k = int(grid[grid["chosen"]].iloc[0]["k"])
-    nodes, n_features = plan_nodes(exp, k), exp.F
+    chosen = grid[grid["chosen"]].iloc[0]
+    k, selection = int(chosen["k"]), str(chosen.get("selection", "contrast"))
+    scores = discovery_effects(exp) if selection == "effect" else None
+    nodes, n_features = plan_nodes(exp, k, selection, scores), exp.F
     rows = []
     for i, q in exp.pairs(exp.evaluation, nodes):
         acts = exp.acts[exp.donor[q]]
