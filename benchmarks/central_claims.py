@@ -27,7 +27,10 @@ CENTRAL = {
 
 def central(run: Path) -> list[str]:
     """The studies whose central claims all pass in ``run``'s audit."""
-    audit = pd.read_parquet(run / "audit.parquet")
+    path = run / "audit.parquet"
+    if not path.exists():
+        sys.exit(f"{path} is missing: run `snakemake --cores all` for that run first")
+    audit = pd.read_parquet(path)
     passed = []
     for study, ids in CENTRAL.items():
         rows = audit[(audit["study"] == study) & audit["item"].isin(ids)]

@@ -43,8 +43,7 @@ SELECTIONS = ("contrast", "effect")
 SUCCESS_BAR = 0.9
 CALIBRATED_COLUMNS = [
     "first_word", "form", "planned", "injected", "selection", "edit_form", "k", "line_before",
-    "line_after",
-    "end_after", "success", "lead_rewritten", "control_end", "control_success",
+    "line_after", "end_after", "success", "lead_rewritten", "control_end", "control_success",
 ]  # fmt: skip
 
 
