@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from llmbio.numerics import cpu_kernel_env
 from llmbio.transcoder.config import TranscoderConfig
 
 ORGANISM = "organism"  # the prompt family of runs on the model organism
@@ -175,6 +176,9 @@ class RunConfig:
     trace: TraceConfig = field(default_factory=TraceConfig)
     pretrained: PretrainedConfig | None = None  # a released model instead of the organism
     audit_strict: bool = False  # fail the run when a claim fails or a figure is stale/orphaned
+    # CPU kernels of every job: avx2 (the same floats on any x86-64 machine; llmbio.numerics)
+    # or native (torch's pick: AVX-512 where the CPU has it, faster, other floats)
+    cpu_kernels: str = "avx2"
 
     @property
     def family(self) -> str:
@@ -191,7 +195,12 @@ def load_config(source: str | Path | dict) -> RunConfig:
         if not path.exists():
             raise FileNotFoundError(f"Config file {path} not found (see config/config.yaml).")
         data = yaml.safe_load(path.read_text()) or {}
-    return _build(RunConfig, data, "")
+    cfg = _build(RunConfig, data, "")
+    try:
+        cpu_kernel_env(cfg.cpu_kernels)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return cfg
 
 
 def _build(cls: type, data: object, where: str):

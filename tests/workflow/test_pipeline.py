@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
+
+from llmbio.numerics import cpu_kernel_env
+
+NATIVE_CAPABILITY = torch.backends.cpu.get_cpu_capability()
 
 ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -52,6 +57,9 @@ def test_tiny_pipeline_runs_end_to_end(workdir):
     assert (out / "model" / "model.safetensors").exists()
     for log in ("world", "corpus", "tokenizer", "train_model", "behaviour"):
         assert (out / "logs" / f"{log}.log").exists()
+    if cpu_kernel_env("avx2") and NATIVE_CAPABILITY != "DEFAULT":
+        # the default cpu_kernels (avx2) reached the training job, whatever this CPU has
+        assert "torch CPU kernels: AVX2" in (out / "logs" / "train_model.log").read_text()
     # nothing left to do: a second run is a no-op
     assert (
         "Nothing to be done"

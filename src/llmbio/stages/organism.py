@@ -57,6 +57,7 @@ def train_stage(
 ) -> None:
     from llmbio.corpus import load_corpus, packed_sequences
     from llmbio.devices import pick_training_device
+    from llmbio.numerics import describe_cpu_kernels
     from llmbio.organism import build_model, save_model, train_model
     from llmbio.tokenizer import load_tokenizer
 
@@ -70,6 +71,7 @@ def train_stage(
         f"training {n_params / 1e6:.2f}M parameters on {seqs.numel() / 1e6:.1f}M packed tokens "
         f"({device})"
     )
+    print(describe_cpu_kernels(), f"(cpu_kernels: {cfg.cpu_kernels})")
     t0 = time.perf_counter()
     curve = train_model(model, seqs, cfg.train, checkpoint_dir, fingerprint=_fingerprint(cfg))
     print(
@@ -88,6 +90,7 @@ def _fingerprint(cfg: RunConfig) -> dict:
         "corpus": repr(cfg.corpus),
         "model": repr(cfg.model),
         "train": repr(cfg.train),
+        "cpu_kernels": cfg.cpu_kernels,
     }
 
 

@@ -1,0 +1,43 @@
+"""cpu_kernels: which CPU kernels torch runs (llmbio.numerics)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from llmbio.config import ConfigError, load_config
+from llmbio.numerics import AVX2_ENV, cpu_kernel_env
+
+NATIVE = torch.backends.cpu.get_cpu_capability()
+
+
+def test_avx2_sets_the_three_switches_on_x86_only():
+    assert cpu_kernel_env("avx2", "x86_64") == AVX2_ENV
+    assert cpu_kernel_env("avx2", "AMD64") == AVX2_ENV
+    assert cpu_kernel_env("avx2", "arm64") == {}
+    assert cpu_kernel_env("native", "x86_64") == {}
+
+
+def test_unknown_choice_names_the_allowed_ones():
+    with pytest.raises(ValueError, match=r"'avx512'.*\['avx2', 'native'\]"):
+        cpu_kernel_env("avx512")
+    with pytest.raises(ConfigError, match="cpu_kernels 'fast'"):
+        load_config({"cpu_kernels": "fast"})
+    assert load_config({}).cpu_kernels == "avx2"
+
+
+def _capability(env: dict[str, str]) -> str:
+    code = "import torch; print(torch.backends.cpu.get_cpu_capability())"
+    clean = {k: v for k, v in os.environ.items() if k not in AVX2_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env={**clean, **env}, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.skipif(not cpu_kernel_env("avx2") or NATIVE == "DEFAULT", reason="no AVX2 CPU")
+def test_pinned_process_runs_avx2_kernels():
+    assert _capability(cpu_kernel_env("avx2")) == "AVX2"
