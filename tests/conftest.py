@@ -1,8 +1,11 @@
+import os
+
 import pytest
 import torch
 
 from llmbio.config import load_config
 from llmbio.corpus import build_corpus
+from llmbio.numerics import AVX2_ENV
 from llmbio.tokenizer import build_tokenizer
 from llmbio.world import build_world
 
@@ -25,6 +28,18 @@ TINY = {
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_kernel_env_restored(monkeypatch):
+    """The CLI's in-process calls pin the CPU kernels in os.environ; undo that after each test."""
+    for key in AVX2_ENV:
+        original = os.environ.get(key)
+        monkeypatch.setenv(key, "")  # records the original value (or its absence) for teardown
+        if original is None:
+            monkeypatch.delenv(key)
+        else:
+            monkeypatch.setenv(key, original)
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,12 @@ import sys
 import pytest
 import torch
 
+from llmbio.cli import main
 from llmbio.config import ConfigError, load_config
 from llmbio.numerics import AVX2_ENV, cpu_kernel_env
 
 NATIVE = torch.backends.cpu.get_cpu_capability()
+ORIGINAL_ENV = {k: os.environ.get(k) for k in AVX2_ENV}
 
 
 def test_avx2_sets_the_three_switches_on_x86_only():
@@ -41,3 +43,20 @@ def _capability(env: dict[str, str]) -> str:
 @pytest.mark.skipif(not cpu_kernel_env("avx2") or NATIVE == "DEFAULT", reason="no AVX2 CPU")
 def test_pinned_process_runs_avx2_kernels():
     assert _capability(cpu_kernel_env("avx2")) == "AVX2"
+
+
+def test_cli_pins_before_its_command_runs(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["--results", str(tmp_path), "trace", "--run", "none", "--prompt", "x"])
+    pinned = {k: os.environ.get(k) for k in AVX2_ENV}
+    assert pinned == (cpu_kernel_env("avx2") or dict.fromkeys(AVX2_ENV))
+
+
+def test_cli_refuses_an_unknown_kernel_choice(capsys):
+    with pytest.raises(SystemExit):
+        main(["--cpu-kernels", "fast", "compare-audits", "a", "b"])
+    assert "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_the_cli_pin_did_not_outlive_its_test():  # pytest runs it after the CLI tests above
+    assert {k: os.environ.get(k) for k in AVX2_ENV} == ORIGINAL_ENV

@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from llmbio.numerics import CPU_KERNELS, pin_cpu_kernels
 from llmbio.tokenizer import UnknownTokenError
 
 
@@ -58,6 +59,13 @@ def _compare(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="llmbio", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument(
+        "--cpu-kernels",
+        choices=CPU_KERNELS,
+        default="avx2",
+        help="torch's CPU kernels, as the run's cpu_kernels config key (default: avx2, the "
+        "default run's); native for a run made with cpu_kernels: native",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("trace", help="trace prompts into attribution graphs")
     tr.add_argument("--run", default="organism", help="run name (results/<run>/)")
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     iv = sub.add_parser("intervene", help="edit features on the real forward pass", add_help=False)
     iv.set_defaults(func=None)
     args, rest = parser.parse_known_args(argv)
+    # torch reads these at its first operation, which comes after this (llmbio.numerics)
+    pin_cpu_kernels(args.cpu_kernels)
     if args.command == "intervene":
         from llmbio.interventions import intervene_cli
 
