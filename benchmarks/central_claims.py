@@ -25,12 +25,16 @@ CENTRAL = {
 }
 
 
-def central(run: Path) -> list[str]:
-    """The studies whose central claims all pass in ``run``'s audit."""
+def load_audit(run: Path) -> pd.DataFrame:
     path = run / "audit.parquet"
     if not path.exists():
         sys.exit(f"{path} is missing: run `snakemake --cores all` for that run first")
-    audit = pd.read_parquet(path)
+    return pd.read_parquet(path)
+
+
+def central(run: Path, audit: pd.DataFrame | None = None) -> list[str]:
+    """The studies whose central claims all pass in ``run``'s audit (read unless given)."""
+    audit = load_audit(run) if audit is None else audit
     passed = []
     for study, ids in CENTRAL.items():
         rows = audit[(audit["study"] == study) & audit["item"].isin(ids)]

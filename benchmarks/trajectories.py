@@ -17,14 +17,14 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-from central_claims import CENTRAL, central
+from central_claims import CENTRAL, central, load_audit
 
 
 def row(run: Path) -> dict:
     acc = pd.read_parquet(run / "behaviour.parquet").set_index(["task", "split"])["accuracy"]
-    audit = pd.read_parquet(run / "audit.parquet")
+    audit = load_audit(run)
     claims = audit[(audit["kind"] == "claim") & (audit["status"] != "not_applicable")]
-    passed = central(run)
+    passed = central(run, audit)
     return {
         "run": run.name,
         "held-out addition": f"{acc['addition', 'heldout']:.1%}",

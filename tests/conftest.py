@@ -31,15 +31,15 @@ def _one_thread():
 
 
 @pytest.fixture(autouse=True)
-def _cpu_kernel_env_restored(monkeypatch):
+def _cpu_kernel_env_restored():
     """The CLI's in-process calls pin the CPU kernels in os.environ; undo that after each test."""
-    for key in AVX2_ENV:
-        original = os.environ.get(key)
-        monkeypatch.setenv(key, "")  # records the original value (or its absence) for teardown
-        if original is None:
-            monkeypatch.delenv(key)
+    saved = {key: os.environ.get(key) for key in AVX2_ENV}
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
         else:
-            monkeypatch.setenv(key, original)
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

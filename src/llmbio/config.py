@@ -176,7 +176,8 @@ class RunConfig:
     trace: TraceConfig = field(default_factory=TraceConfig)
     pretrained: PretrainedConfig | None = None  # a released model instead of the organism
     audit_strict: bool = False  # fail the run when a claim fails or a figure is stale/orphaned
-    # CPU kernels of every job: avx2 (the same floats on any x86-64 machine; llmbio.numerics)
+    # CPU kernels of every job: avx2 (AVX2 code paths on any x86-64 machine, meant to give the
+    # same floats everywhere; llmbio.numerics)
     # or native (torch's pick: AVX-512 where the CPU has it, faster, other floats)
     cpu_kernels: str = "avx2"
 

@@ -2,18 +2,17 @@
 
 torch picks its CPU kernels by the instruction set it finds: ATen's vectorised loops, MKL's
 GEMM code path and oneDNN's all take AVX-512 where the CPU has it and AVX2 otherwise, and each
-rounds differently. The organism's training amplifies the difference. With the default config,
-the same corpus and seed trained on an AVX-512 machine a model that adds 86.9% of held-out
-operand pairs and answers 4% of the Chinese lexicon questions; with the kernels pinned to AVX2
-on the same machine, 99.5% and 100% (2026-11-27; README, Status).
+rounds differently. The organism's training amplifies the difference: on an AVX-512 machine
+the default config trained a markedly weaker organism unpinned than pinned to AVX2 (README,
+Status, session 13).
 
 ``cpu_kernels: avx2`` (the default) pins every job of a Snakemake run to the AVX2 code paths,
 which every x86-64 CPU of the last decade has, through the switches each library reads at
 start-up: ``ATEN_CPU_CAPABILITY`` (torch's own loops), ``MKL_CBWR`` (MKL's conditional
 numerical reproducibility) and ``ONEDNN_MAX_CPU_ISA``. Together with the run's fixed thread
 counts this is meant to give the same tables on any such machine; it has been checked on one
-machine type only (README). ``native`` leaves torch's choice alone (faster on AVX-512 CPUs:
-the default organism's training loop took 216 s native and 263 s pinned on one). Outside x86-64
+machine type only (README). ``native`` leaves torch's choice alone (faster on AVX-512 CPUs).
+Outside x86-64
 (an ARM Mac, a Graviton) there is nothing to pin and the setting does nothing.
 
 The variables must be set before torch starts, so the Snakefile sets them for its jobs; in your
@@ -34,7 +33,7 @@ def cpu_kernel_env(choice: str, machine: str | None = None) -> dict[str, str]:
     if choice not in CPU_KERNELS:
         raise ValueError(
             f"cpu_kernels {choice!r} is not known; set it to one of {list(CPU_KERNELS)} "
-            "(avx2: the same floats on every x86-64 machine; native: torch's own choice)"
+            "(avx2: torch's AVX2 code paths on every x86-64 machine; native: torch's own choice)"
         )
     machine = (machine or platform.machine()).lower()
     if choice == "native" or machine not in ("x86_64", "amd64"):
@@ -50,12 +49,8 @@ def pin_cpu_kernels(choice: str) -> dict[str, str]:
 
 
 def describe_cpu_kernels() -> str:
-    """One line for a log: the kernels torch runs here and MKL's code path."""
+    """One line for a log: the kernels torch runs here and the switches that chose them."""
     import torch
 
-    return (
-        f"torch CPU kernels: {torch.backends.cpu.get_cpu_capability()} "
-        f"(ATEN_CPU_CAPABILITY={os.environ.get('ATEN_CPU_CAPABILITY', 'unset')}, "
-        f"MKL_CBWR={os.environ.get('MKL_CBWR', 'unset')}, "
-        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', 'unset')})"
-    )
+    switches = ", ".join(f"{key}={os.environ.get(key, 'unset')}" for key in AVX2_ENV)
+    return f"torch CPU kernels: {torch.backends.cpu.get_cpu_capability()} ({switches})"
