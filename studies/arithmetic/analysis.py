@@ -5,8 +5,9 @@ Tables (``tables/``):
 
 - ``grid``: every prompt ``calc : a + b =`` (a, b < n): the answer, correct, split;
 - ``features``: every feature active at "=" on >= 0.5% of the grid, its operand plot
-  classified (:mod:`llmbio.studies.operand_plots`), ``path`` (low_order, magnitude, operand),
-  ``top`` (the ``TOP_PER_LAYER`` largest by spread per layer, plus those in the 36+59 graph),
+  classified (:mod:`llmbio.cases.arithmetic.operand_plots`), ``path`` (low_order, magnitude,
+  operand), ``top`` (the ``TOP_PER_LAYER`` largest by spread per layer, plus those in the
+  36+59 graph),
   and the atlas's best ground-truth arithmetic label (``atlas_variable``, ``atlas_f1``);
   ``kind_counts``: features per class (and per period) among the top ones and all;
 - ``classifier_check``: the classifier on synthetic heatmaps of known class;
@@ -29,11 +30,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from llmbio.features.supernodes import Supernode, supernode_graph
-from llmbio.stages.attribution import trace_prompt
-from llmbio.studies import StudyContext
-from llmbio.studies import addition_plots as plots
-from llmbio.studies.addition import (
+from llmbio.cases.arithmetic import figures as plots
+from llmbio.cases.arithmetic.experiments import (
     context_activity,
     context_documents,
     feature_census,
@@ -41,8 +39,11 @@ from llmbio.studies.addition import (
     swap_experiments,
     swap_plan,
 )
+from llmbio.cases.arithmetic.operand_plots import CLASSES, classify, synthetic_heatmaps
+from llmbio.features.supernodes import Supernode, supernode_graph
+from llmbio.stages.attribution import trace_prompt
+from llmbio.studies import StudyContext
 from llmbio.studies.generic import run_declared
-from llmbio.studies.operand_plots import CLASSES, classify, synthetic_heatmaps
 from llmbio.tokenizer import UnknownTokenError
 from llmbio.world import World
 

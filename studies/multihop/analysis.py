@@ -9,7 +9,7 @@ calibrated swap, and after the same swap with random features), ``supernode_node
 file's declared interventions on the Dallas prompt).
 
 Each state's features are ranked by contrast on training cities only
-(:mod:`llmbio.studies.multihop_swaps`). The ablation, the graph and the panel use the
+(:mod:`llmbio.cases.multihop.swaps`). The ablation, the graph and the panel use the
 paper-sized supernode: the ``TOP_K`` features furthest above every other state. The swap's size
 and form are calibrated on training cities (recipients and donors), because the paper's form
 (-2x, donor max at 2x) with 8 features moved few answers; the calibrated supernode is not used
@@ -28,12 +28,12 @@ import seaborn as sns
 import torch
 
 from llmbio.attribution.plot import plot_supernode_graph
+from llmbio.cases.multihop import swaps as ms
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
-from llmbio.studies import multihop_swaps as ms
 from llmbio.studies.experiments import (
     best_calibration,
     load_label_scores,
@@ -49,7 +49,7 @@ from llmbio.world.geography import TWO_HOP_PROMPT
 N_DONORS = 3  # donor states tried per city
 TOP_K = 8  # features of the paper-sized state supernode (graph and panel)
 SEED = 0  # random-feature controls
-# The calibrated supernodes' ranking rule (llmbio.studies.multihop_swaps.state_rankings). The
+# The calibrated supernodes' ranking rule (llmbio.cases.multihop.swaps.state_rankings). The
 # "max" rule (TOP_K's) keeps only 27-60 features per state on the organism, and its swaps
 # succeeded on <= 26% of training pairs at any size and form during development.
 CAL_RULE = "mean"

@@ -4,7 +4,8 @@ Tables (``tables/``):
 
 - ``prompts``: every (relation, language, concept) lexicon prompt, its answer and the top token;
 - ``supernodes``: the example's role supernodes (operation, operand "small", output "big",
-  language per language; top ``ROLE_K`` of each contrast of :mod:`llmbio.studies.multilingual`)
+  language per language; top ``ROLE_K`` of each contrast of
+  :mod:`llmbio.cases.multilingual.prompts`)
   and where each member is active. Operation and language scores use the calibration concepts
   only (even antonym pairs), so the held-out concepts (odd pairs) test them;
 - ``calibration``: swap success (lowest over languages) against supernode size ``k`` on the
@@ -12,7 +13,7 @@ Tables (``tables/``):
   (operation and language: by contrast or by effect); the swaps use the chosen site and
   selection's top ``k`` (``chosen``);
 - ``swaps``: one row per swap case, every concept and language, with its random-feature
-  control (:mod:`llmbio.studies.multilingual_swaps`); ``swap_features``: the features each
+  control (:mod:`llmbio.cases.multilingual.swaps`); ``swap_features``: the features each
   swap patched (chosen selection and size) and in how many of its cases;
 - ``graph_features`` / ``supernode_nodes`` / ``supernode_edges``: the pruned graphs of the
   antonym prompt of "small" in each language, features classified as shared (in all three
@@ -20,7 +21,7 @@ Tables (``tables/``):
   of a contrast, in which they rank best); ``sharing_summary`` counts them per role, with the
   role members active on the prompt in every language;
 - ``overlap`` / ``overlap_by_layer`` / ``overlap_summary``: IoU of active feature sets between
-  languages on parallel vs unrelated sentences, by layer (:mod:`llmbio.studies.language_overlap`);
+  languages on parallel vs unrelated sentences, by layer (:mod:`llmbio.cases.multilingual.overlap`);
 - ``mixed_prompts``: template and concept word in different languages (which one sets the
   answer's language).
 """
@@ -34,13 +35,8 @@ import pandas as pd
 import seaborn as sns
 
 from llmbio.attribution.plot import plot_supernode_graph
-from llmbio.features.supernodes import Supernode, supernode_graph
-from llmbio.stages.attribution import trace_prompt
-from llmbio.studies import StudyContext
-from llmbio.studies.experiments import plot_calibration
-from llmbio.studies.generic import run_declared
-from llmbio.studies.language_overlap import overlap_by_layer, overlap_summary, overlap_table
-from llmbio.studies.multilingual import (
+from llmbio.cases.multilingual.overlap import overlap_by_layer, overlap_summary, overlap_table
+from llmbio.cases.multilingual.prompts import (
     concept_order,
     concept_scores,
     language_scores,
@@ -51,7 +47,12 @@ from llmbio.studies.multilingual import (
     run_lexicon,
     top_features,
 )
-from llmbio.studies.multilingual_swaps import SUCCESS_BAR, SwapRunner, swap_experiments
+from llmbio.cases.multilingual.swaps import SUCCESS_BAR, SwapRunner, swap_experiments
+from llmbio.features.supernodes import Supernode, supernode_graph
+from llmbio.stages.attribution import trace_prompt
+from llmbio.studies import StudyContext
+from llmbio.studies.experiments import plot_calibration
+from llmbio.studies.generic import run_declared
 from llmbio.world.lexicon import LANGUAGES
 
 EXAMPLE = "small"  # the paper's operand; graphs are traced for its antonym prompts

@@ -1,6 +1,6 @@
 """Planning in poems on the organism: the end word of line 2 is chosen at the newline.
 
-The experiments live in :mod:`llmbio.studies.poems`; this file sets their parameters, draws
+The experiments live in :mod:`llmbio.cases.poems.experiment`; this file sets their parameters, draws
 the graph and the figures. Tables (``tables/``):
 
 - ``couplets``: every couplet prompt with the organism's greedy line 2 (``planned``: its end
@@ -16,7 +16,7 @@ the graph and the figures. Tables (``tables/``):
   ``injection`` holds the rows at ``INJECT``;
 - ``swap_calibration`` / ``injection_calibrated``: the swap's supernode size, feature selection
   (contrast or effect) and edit form calibrated on discovery couplets
-  (:mod:`llmbio.studies.poem_swaps`, as in the multihop, refusal and multilingual studies),
+  (:mod:`llmbio.cases.poems.swaps`, as in the multihop, refusal and multilingual studies),
   then run on the held-out line form beside a random-feature control;
 - ``position_sweep`` / ``position_summary`` / ``position_contrast``: that injection at one
   position at a time (line 1's tokens and the newline), and a control that transplants every
@@ -33,6 +33,20 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from llmbio.attribution.plot import plot_supernode_graph
+from llmbio.cases.poems.experiment import PoemExperiment, Settings
+from llmbio.cases.poems.planning import (
+    LINE1_START,
+    couplets,
+    line_length,
+    position_contrast,
+    position_summary,
+)
+from llmbio.cases.poems.swaps import (
+    SUCCESS_BAR,
+    calibrate,
+    calibrated_injection,
+    discovery_effects,
+)
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
@@ -43,20 +57,6 @@ from llmbio.studies.experiments import (
     run_interventions,
 )
 from llmbio.studies.generic import run_declared
-from llmbio.studies.planning import (
-    LINE1_START,
-    couplets,
-    line_length,
-    position_contrast,
-    position_summary,
-)
-from llmbio.studies.poem_swaps import (
-    SUCCESS_BAR,
-    calibrate,
-    calibrated_injection,
-    discovery_effects,
-)
-from llmbio.studies.poems import PoemExperiment, Settings
 
 # Fixed before any measurement on the held-out couplets (multihop's values: 8 features per
 # supernode, own plan x-2, donor plan at 2x its activation).

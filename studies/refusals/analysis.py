@@ -19,7 +19,7 @@ positions, on harmful and harmless dialogues) and ``global_check`` (the top ones
 for real); ``supernode_nodes`` / ``supernode_edges`` (the bleach + ammonia graph); ``panel``
 (the declared interventions); ``swap_calibration`` / ``swaps``: harmful-request edits whose size
 and form are calibrated on one template's training pairs, with random-feature controls
-(:mod:`llmbio.studies.refusal_swaps`).
+(:mod:`llmbio.cases.refusals.swaps`).
 """
 
 from __future__ import annotations
@@ -35,20 +35,9 @@ from llmbio.attribution.export import save_tables
 from llmbio.attribution.prune import prune_graph
 from llmbio.attribution.trace import trace
 from llmbio.attribution.viewer import write_graph_html
-from llmbio.features.supernodes import Supernode, supernode_graph
-from llmbio.interventions.batched import (
-    BatchPass,
-    DenseEdits,
-    feature_effects,
-    logit_difference,
-    run_batch,
-)
-from llmbio.studies import StudyContext
-from llmbio.studies import refusal_plots as rp
-from llmbio.studies.experiments import run_interventions
-from llmbio.studies.generic import run_declared
-from llmbio.studies.refusal_swaps import run_swaps
-from llmbio.studies.refusal_tables import (
+from llmbio.cases.refusals import figures as rp
+from llmbio.cases.refusals.swaps import run_swaps
+from llmbio.cases.refusals.tables import (
     NODES,
     contrast_top,
     dialogue_table,
@@ -59,6 +48,17 @@ from llmbio.studies.refusal_tables import (
     position_groups,
     separation_table,
 )
+from llmbio.features.supernodes import Supernode, supernode_graph
+from llmbio.interventions.batched import (
+    BatchPass,
+    DenseEdits,
+    feature_effects,
+    logit_difference,
+    run_batch,
+)
+from llmbio.studies import StudyContext
+from llmbio.studies.experiments import run_interventions
+from llmbio.studies.generic import run_declared
 from llmbio.tokenizer import UnknownTokenError, encode
 from llmbio.world import World
 from llmbio.world.safety import COMPLIANCE, REFUSAL

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from llmbio.studies import multihop_swaps as ms
+from llmbio.cases.multihop import swaps as ms
 
 
 def fake_runs() -> ms.CityRuns:

@@ -1,4 +1,4 @@
-"""Helpers of the poems study (llmbio.studies.planning, poem_swaps)."""
+"""Helpers of the poems study (llmbio.cases.poems.planning, poem_swaps)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ import pytest
 import torch
 from tiny_models import random_clt, tiny_model
 
-from llmbio.features.supernodes import Supernode
-from llmbio.interventions import Edit
-from llmbio.interventions.batched import logit_differences, run_batch
-from llmbio.studies.multilingual import batch_activations
-from llmbio.studies.planning import (
+from llmbio.cases.multilingual.prompts import batch_activations
+from llmbio.cases.poems.planning import (
     contrast,
     line_end_slot,
     outcome,
@@ -23,7 +20,10 @@ from llmbio.studies.planning import (
     role,
     transplant,
 )
-from llmbio.studies.poem_swaps import effect_nodes, effect_scores
+from llmbio.cases.poems.swaps import effect_nodes, effect_scores
+from llmbio.features.supernodes import Supernode
+from llmbio.interventions import Edit
+from llmbio.interventions.batched import logit_differences, run_batch
 from llmbio.world.poetry import Poetry
 
 

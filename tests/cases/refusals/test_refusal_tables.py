@@ -4,14 +4,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llmbio.features.supernodes import Supernode
-from llmbio.studies.refusal_tables import (
+from llmbio.cases.refusals.tables import (
     contrast_top,
     graph_links,
     harm_position,
     position_groups,
     roc_auc,
 )
+from llmbio.features.supernodes import Supernode
 
 
 def test_contrast_top_keeps_positive_margins_only():

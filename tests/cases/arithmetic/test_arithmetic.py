@@ -9,11 +9,11 @@ import pytest
 import torch
 from tiny_models import random_clt, tiny_model
 
+from llmbio.cases.arithmetic import figures as plots
+from llmbio.cases.arithmetic.experiments import Grid, last_position, pick_donor, swap_plan
+from llmbio.cases.arithmetic.operand_plots import classify, explained, grid, synthetic_heatmaps
 from llmbio.interventions import Edit, Intervener
 from llmbio.interventions.batched import run_batch
-from llmbio.studies import addition_plots as plots
-from llmbio.studies.addition import Grid, last_position, pick_donor, swap_plan
-from llmbio.studies.operand_plots import classify, explained, grid, synthetic_heatmaps
 
 
 def test_synthetic_heatmaps_get_their_class():

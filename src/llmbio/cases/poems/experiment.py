@@ -1,7 +1,7 @@
 """The ``poems`` study's experiments on the organism (see ``studies/poems/analysis.py``).
 
 :class:`PoemExperiment` writes every couplet's line 2 greedily, finds the supernodes by
-contrast (:func:`llmbio.studies.planning.contrast`) on the discovery prompts, and runs the
+contrast (:func:`llmbio.cases.poems.planning.contrast`) on the discovery prompts, and runs the
 experiments on the held-out line form. Each method returns one tidy table (columns below).
 """
 
@@ -12,9 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 import torch
 
-from llmbio.features.supernodes import Supernode
-from llmbio.interventions import Edit
-from llmbio.studies.planning import (
+from llmbio.cases.poems.planning import (
     Couplets,
     as_supernode,
     contrast,
@@ -26,6 +24,8 @@ from llmbio.studies.planning import (
     role,
     transplant,
 )
+from llmbio.features.supernodes import Supernode
+from llmbio.interventions import Edit
 
 PLANNED, TRANSPLANT = "planned-word features", "all features (transplant)"
 SUPPRESSION_COLUMNS = [
@@ -305,7 +305,8 @@ class PoemExperiment:
 
 def plan_supernodes(words: dict, families: dict, poetry) -> dict[str, Supernode]:
     """Each planned word's plan: its own contrast features and its rhyme family's (``words`` /
-    ``families``: :func:`llmbio.studies.planning.contrast` results); words without any left out."""
+    ``families``: :func:`llmbio.cases.poems.planning.contrast` results); words without any left
+    out."""
     out = {}
     for w, members in words.items():
         keys = [k for k, _ in [*members, *families.get(poetry.family_of(w), [])]]

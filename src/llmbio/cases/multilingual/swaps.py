@@ -2,7 +2,7 @@
 
 A swap *patches* a supernode of a recipient prompt from a donor prompt: at every recipient
 position (BOS excluded) each member is set to its activation at the donor position of the same
-role (:func:`llmbio.studies.multilingual.position_map`), or at the last position only (the
+role (:func:`llmbio.cases.multilingual.prompts.position_map`), or at the last position only (the
 edit *site*: ``every`` or ``last``; the answer is read there, and the paper calls the features
 that pick the output language *output* features). Members active on the recipient but
 not on the donor are thereby ablated, the donor's are injected at their own activation; all
@@ -25,7 +25,7 @@ every recipient language.
 
 The edit site is calibrated with the selection and the size. Features are ranked for a
 supernode in one of two ways (the *selection*): by the activation contrast of
-:mod:`llmbio.studies.multilingual` (features that differ between the prompts), or by their
+:mod:`llmbio.cases.multilingual.prompts` (features that differ between the prompts), or by their
 *effect* (:meth:`SwapRunner.effect_scores`): the first-order change of ``logit(expected) -
 logit(recipient's answer)`` when the feature is patched to the donor's value at the case's edit
 site (attribution patching through the real model), averaged over calibration cases. Features
@@ -46,11 +46,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llmbio.features.supernodes import FeatureKey
-from llmbio.interventions.batched import feature_gradients, logit_differences, run_compiled
-from llmbio.interventions.edits import LayerEdits
-from llmbio.studies.experiments import best_calibration
-from llmbio.studies.multilingual import (
+from llmbio.cases.multilingual.prompts import (
     Key,
     PromptRun,
     by_role,
@@ -58,6 +54,10 @@ from llmbio.studies.multilingual import (
     position_map,
     top_features,
 )
+from llmbio.features.supernodes import FeatureKey
+from llmbio.interventions.batched import feature_gradients, logit_differences, run_compiled
+from llmbio.interventions.edits import LayerEdits
+from llmbio.studies.experiments import best_calibration
 
 K_GRID = (4, 8, 16, 32, 64, 128, 256, 512)  # supernode sizes tried by the calibration
 SUCCESS_BAR = 0.9  # calibration stops at the first size whose swaps succeed this often, in

@@ -2,7 +2,7 @@
 
 The paper's form (harmful-request top 8 at -3x on the last token; injection at 2x a donor's
 activation) moved few first tokens on the organism, so, as in the multihop study
-(:mod:`llmbio.studies.multihop_swaps`), the supernode size ``k`` and the edit form are chosen
+(:mod:`llmbio.cases.multihop.swaps`), the supernode size ``k`` and the edit form are chosen
 on a *calibration split* and the claims are tested on every other dialogue:
 
 - calibration: training-pair dialogues of the template :data:`CAL_TEMPLATE` (harmful ones for
@@ -75,7 +75,7 @@ def span_acts(lab, rows: list[int]) -> torch.Tensor:
 def rankings(lab) -> dict[str, dict[str, list[tuple[int, int]]]]:
     """Harmful- and harmless-request features by contrast on training dialogues, on the last
     token (``last``) or on the max from the first ingredient on (``span``)."""
-    from llmbio.studies.refusal_tables import contrast_top
+    from llmbio.cases.refusals.tables import contrast_top
 
     seen = lab.items[~lab.items["heldout"]]
     pos, neg = list(seen.index[seen["harmful"]]), list(seen.index[~seen["harmful"]])

@@ -1,4 +1,4 @@
-"""Pure helpers of the multilingual study (llmbio.studies.multilingual*, language_overlap)."""
+"""Pure helpers of the multilingual study (llmbio.cases.multilingual.prompts*, language_overlap)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,8 @@ import pytest
 import torch
 from tiny_models import random_clt, tiny_model
 
-from llmbio.features.supernodes import Supernode
-from llmbio.interventions import Edit
-from llmbio.interventions.batched import logit_differences, run_batch, run_compiled
-from llmbio.interventions.edits import compile_edits
-from llmbio.studies.language_overlap import iou, overlap_summary
-from llmbio.studies.multilingual import (
+from llmbio.cases.multilingual.overlap import iou, overlap_summary
+from llmbio.cases.multilingual.prompts import (
     PromptRun,
     batch_activations,
     concept_order,
@@ -22,7 +18,7 @@ from llmbio.studies.multilingual import (
     token_roles,
     top_features,
 )
-from llmbio.studies.multilingual_swaps import (
+from llmbio.cases.multilingual.swaps import (
     SwapCase,
     SwapRunner,
     pair_union,
@@ -31,6 +27,10 @@ from llmbio.studies.multilingual_swaps import (
     patched_values,
     site_map,
 )
+from llmbio.features.supernodes import Supernode
+from llmbio.interventions import Edit
+from llmbio.interventions.batched import logit_differences, run_batch, run_compiled
+from llmbio.interventions.edits import compile_edits
 from llmbio.world.lexicon import Lexicon
 
 # BOS The opposite of " W " is "  /  BOS " W " 的 反 义 词 是 "

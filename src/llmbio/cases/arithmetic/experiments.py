@@ -4,7 +4,7 @@ transplants between prompts, and the arithmetic features in counting runs and ci
 - :func:`grid_activations`: the model's answer and every transcoder feature at the ``=`` of
   all ``n * n`` prompts (batched last-position passes, :mod:`llmbio.interventions.batched`);
 - :func:`feature_census`: each feature's operand plot classified
-  (:mod:`llmbio.studies.operand_plots`);
+  (:mod:`llmbio.cases.arithmetic.operand_plots`);
 - :func:`swap_experiments`: groups of features set, at ``=``, to their values on a donor prompt
   with another sum (or pinned to their own values, or zeroed), on many prompts;
 - :func:`context_activity`: the same features on the numbers of counting runs and citations
@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from llmbio.cases.arithmetic.operand_plots import classify
 from llmbio.interventions.batched import DenseEdits, run_batch
-from llmbio.studies.operand_plots import classify
 from llmbio.tokenizer import encode
 from llmbio.world.arithmetic import PROMPT
 
@@ -89,7 +89,7 @@ def last_position(
 def feature_census(grid: Grid) -> pd.DataFrame:
     """The classified operand plot of every feature active on >= ``MIN_ACTIVE`` of the grid:
     ``layer``, ``feature``, ``frac_active``, ``mean``, ``std`` and the columns of
-    :func:`llmbio.studies.operand_plots.classify`."""
+    :func:`llmbio.cases.arithmetic.operand_plots.classify`."""
     L, N, F = grid.acts.shape
     X = grid.acts.transpose(0, 2, 1).reshape(L * F, N)
     frac = (X > 0).mean(1)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llmbio.studies.multilingual import concept_order, run_texts
+from llmbio.cases.multilingual.prompts import concept_order, run_texts
 from llmbio.world.lexicon import LANGUAGES, NOUNS, SENTENCES
 
 

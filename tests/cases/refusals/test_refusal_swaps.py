@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llmbio.studies import refusal_swaps as rs
+from llmbio.cases.refusals import swaps as rs
 
 
 def test_calibration_split_is_one_template_of_training_pairs():

@@ -22,12 +22,12 @@ import random
 import pandas as pd
 import torch
 
+from llmbio.cases.poems.experiment import PoemExperiment, plan_supernodes
+from llmbio.cases.poems.planning import active_node, as_supernode, contrast, features_at, plan_swap
 from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import feature_gradients, logit_differences
 from llmbio.studies.experiments import best_calibration
-from llmbio.studies.planning import active_node, as_supernode, contrast, features_at, plan_swap
-from llmbio.studies.poems import PoemExperiment, plan_supernodes
 
 # The paper's single edit (8 features, own plan x-2, donor plan at 2x) moved few lines on the
 # organism, as it moved few states and refusals in those studies; larger supernodes and a

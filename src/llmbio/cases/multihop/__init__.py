@@ -1,0 +1,1 @@
+"""The ``multihop`` study: state supernodes and calibrated state swaps (:mod:`.swaps`)."""
