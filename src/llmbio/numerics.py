@@ -3,8 +3,8 @@
 torch picks its CPU kernels by the instruction set it finds: ATen's vectorised loops, MKL's
 GEMM code path and oneDNN's all take AVX-512 where the CPU has it and AVX2 otherwise, and each
 rounds differently. The organism's training amplifies the difference: on an AVX-512 machine
-the default config trained a markedly weaker organism unpinned than pinned to AVX2 (README,
-Status, session 13).
+the default config trained a markedly weaker organism unpinned than pinned to AVX2 (measured
+2026-11-27 on a 2-core AVX-512 VM; experiments/training-trajectories).
 
 ``cpu_kernels: avx2`` (the default) pins every job of a Snakemake run to the AVX2 code paths,
 which every x86-64 CPU of the last decade has, through the switches each library reads at
