@@ -1,4 +1,4 @@
-"""Did this machine compute the same floats as the machine that wrote the README's numbers?
+"""Did this machine compute the same floats as the machine of the recorded default run?
 
 Prints the SHA-256 of a run's key artifacts (corpus, model weights, CLT weights, audit table)
 and compares them with `fingerprints.json` beside this script, recorded from the default run of

@@ -1,7 +1,9 @@
 """One line per lexicon variant: what the organism learned, the multilingual study's held-out
 swaps, and steering along the mean difference (steer.py).
 
-    python experiments/output-language-direction/summary.py L24 L72 ...   (reads results/lex-<variant>/)
+    python experiments/output-language-direction/summary.py L24 L72 ...
+
+It reads results/lex-<variant>/ for each variant named.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ features fire per token, so the number of active features is that of a real tran
     python experiments/real-model-gpu-budget/gpu_check.py --small    # reduced shapes, CPU, < 1 min
 
 Needs torch, transformers, pandas, numpy, pyyaml, safetensors, tqdm and llmbio (installed, or
-``PYTHONPATH=src`` as gpu_check.sh sets it); no snakemake. Random weights say nothing about circuits; they fix time and memory.
+``PYTHONPATH=src`` as gpu_check.sh sets it); no snakemake. Random weights say nothing about
+circuits; they fix time and memory.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ which every x86-64 CPU of the last decade has, through the switches each library
 start-up: ``ATEN_CPU_CAPABILITY`` (torch's own loops), ``MKL_CBWR`` (MKL's conditional
 numerical reproducibility) and ``ONEDNN_MAX_CPU_ISA``. Together with the run's fixed thread
 counts this is meant to give the same tables on any such machine; it has been checked on one
-machine type only (README). ``native`` leaves torch's choice alone (faster on AVX-512 CPUs).
-Outside x86-64
-(an ARM Mac, a Graviton) there is nothing to pin and the setting does nothing.
+machine type only (experiments/cross-machine-fingerprints). ``native`` leaves torch's choice
+alone (faster on AVX-512 CPUs). Outside x86-64 (an ARM Mac, a Graviton) there is nothing to pin
+and the setting does nothing.
 
 The variables must be set before torch starts, so the Snakefile sets them for its jobs; in your
 own Python, call :func:`pin_cpu_kernels` before ``import torch``.
