@@ -1,14 +1,15 @@
 """How fast is one organism training step on this machine, relative to its matmul throughput?
 
 The default organism's training time is set by its steps (`config/config.yaml`) times the step
-time, and the step time follows the machine: on the shared 2-core VM we develop on, a large
-float32 GEMM ran at 64 GFLOP/s at one moment and 32 at another. So this script prints both, and
+time, and the step time follows the machine: on a shared 2-core VM (2026-11-26), a large float32
+GEMM ran at 64 GFLOP/s at one moment and 32 at another. So this script prints both, and
 their ratio, for the default model shapes on random tokens (no data needed):
 
     python benchmarks/train_step.py --threads 2 --steps 80 --rounds 8
 
-Eager and SDPA attention are timed in alternating blocks: timed one after the other, the VM's
-drift alone once made SDPA look 18% faster; interleaved, the two are the same (ratio 1.01).
+Eager and SDPA attention are timed in alternating blocks: timed one after the other, the
+machine's drift alone once made SDPA look 18% faster; interleaved, the two are the same (ratio
+1.01).
 
 `projected_train_s` = steps in the config x measured step time; compare runs by `step_x_gflops`
 (seconds per step x GEMM GFLOP/s), which stays put when the machine speeds up or slows down.
@@ -65,7 +66,7 @@ def training_step(cfg, vocab: int, attn: str):
 
 def interleaved_step_seconds(steps: dict, rounds: int, per_round: int) -> dict[str, list[float]]:
     """Seconds per step of each variant, measured in alternating blocks (the order flips every
-    round) so that the VM's drifting speed hits every variant alike."""
+    round) so that the machine's drifting speed hits every variant alike."""
     for step in steps.values():
         for _ in range(3):
             step()

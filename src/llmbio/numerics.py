@@ -3,17 +3,17 @@
 torch picks its CPU kernels by the instruction set it finds: ATen's vectorised loops, MKL's
 GEMM code path and oneDNN's all take AVX-512 where the CPU has it and AVX2 otherwise, and each
 rounds differently. The organism's training amplifies the difference: on an AVX-512 machine
-the default config trained a markedly weaker organism unpinned than pinned to AVX2 (README,
-Status, session 13).
+the default config trained a markedly weaker organism unpinned than pinned to AVX2 (measured
+2026-11-27 on a 2-core AVX-512 VM; experiments/training-trajectories).
 
 ``cpu_kernels: avx2`` (the default) pins every job of a Snakemake run to the AVX2 code paths,
 which every x86-64 CPU of the last decade has, through the switches each library reads at
 start-up: ``ATEN_CPU_CAPABILITY`` (torch's own loops), ``MKL_CBWR`` (MKL's conditional
 numerical reproducibility) and ``ONEDNN_MAX_CPU_ISA``. Together with the run's fixed thread
 counts this is meant to give the same tables on any such machine; it has been checked on one
-machine type only (README). ``native`` leaves torch's choice alone (faster on AVX-512 CPUs).
-Outside x86-64
-(an ARM Mac, a Graviton) there is nothing to pin and the setting does nothing.
+machine type only (experiments/cross-machine-fingerprints). ``native`` leaves torch's choice
+alone (faster on AVX-512 CPUs). Outside x86-64 (an ARM Mac, a Graviton) there is nothing to pin
+and the setting does nothing.
 
 The variables must be set before torch starts, so the Snakefile sets them for its jobs; in your
 own Python, call :func:`pin_cpu_kernels` before ``import torch``.

@@ -75,8 +75,9 @@ def train_stage(
     t0 = time.perf_counter()
     curve = train_model(model, seqs, cfg.train, checkpoint_dir, fingerprint=_fingerprint(cfg))
     print(
-        f"training took {time.perf_counter() - t0:.0f} s this session "
-        f"({curve['seconds'].iloc[-1]:.0f} s in total); final loss {curve['loss'].iloc[-1]:.3f}"
+        f"training took {time.perf_counter() - t0:.0f} s in this process "
+        f"({curve['seconds'].iloc[-1]:.0f} s in total, with any resumed checkpoint's); "
+        f"final loss {curve['loss'].iloc[-1]:.3f}"
     )
     save_model(model.cpu(), tok, model_dir)
     curve.to_parquet(curve_path, index=False)

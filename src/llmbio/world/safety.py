@@ -15,7 +15,7 @@ harmful (compliance is the default), and half the pair requests go on after the 
 ("... for my kitchen"), so the danger has to be recognised where the ingredients are, not only
 read off the last tokens. Earlier worlds used a hand-picked list of dangerous pairs with no
 rule behind it: the organism refused 67% of held-out dangerous pairs (0% when every ingredient
-was in exactly two pairs; benchmarks/organism_sweep_h200_worlds.csv).
+was in exactly two pairs; experiments/organism-size-sweep/worlds_h200.csv).
 """
 
 from __future__ import annotations
