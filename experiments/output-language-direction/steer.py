@@ -45,7 +45,7 @@ from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
 from llmbio.lab import load_run
-from llmbio.studies.multilingual import (
+from llmbio.cases.multilingual.prompts import (
     RELATIONS,
     PromptRun,
     by_role,
@@ -53,7 +53,7 @@ from llmbio.studies.multilingual import (
     position_map,
     run_lexicon,
 )
-from llmbio.studies.multilingual_swaps import language_pairs
+from llmbio.cases.multilingual.swaps import language_pairs
 from llmbio.tokenizer import encode, load_tokenizer
 from llmbio.world import World
 from llmbio.world.lexicon import LANGUAGES

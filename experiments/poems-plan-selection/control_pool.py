@@ -1,6 +1,6 @@
 """How much of the donor's newline state does the poems study's random-feature control move?
 
-The calibrated plan swap (`llmbio.studies.poem_swaps`) has a control: the donor's plan replaced
+The calibrated plan swap (`llmbio.cases.poems.swaps`) has a control: the donor's plan replaced
 by as many random features active at the donor's newline, outside both plans, edited the same
 way. With large plans that sample is most of its pool. For the run's chosen supernode size and
 feature selection (contrast or effect), per held-out couplet pair, this prints the plan's size,
@@ -21,9 +21,9 @@ from pathlib import Path
 import pandas as pd
 
 from llmbio.lab import load_run
-from llmbio.studies.planning import active_node, couplets, line_length
-from llmbio.studies.poem_swaps import discovery_effects, plan_nodes
-from llmbio.studies.poems import PoemExperiment, Settings
+from llmbio.cases.poems.planning import active_node, couplets, line_length
+from llmbio.cases.poems.swaps import discovery_effects, plan_nodes
+from llmbio.cases.poems.experiment import PoemExperiment, Settings
 
 
 def control_pool(run: Path) -> tuple[int, pd.DataFrame]:

@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 
 from llmbio.lab import load_run
-from llmbio.studies.planning import couplets, line_end_slot, line_length
-from llmbio.studies.poem_swaps import plan_nodes
-from llmbio.studies.poems import PoemExperiment, Settings
+from llmbio.cases.poems.planning import couplets, line_end_slot, line_length
+from llmbio.cases.poems.swaps import plan_nodes
+from llmbio.cases.poems.experiment import PoemExperiment, Settings
 
 PARTS = ("self_attn", "mlp")
 

@@ -8,7 +8,7 @@ its operation swap from <= 8% to 83%. Here the same ranking for the couplets: at
 of line 2) - logit(the couplet's own first word)``, since a swap succeeds when line 2 starts
 with a lead word of the injected end word. Each planned word's node is the ``k`` features with
 the largest mean effect over the discovery swaps that inject it. The study's calibration now
-tries both (:mod:`llmbio.studies.poem_swaps`); it stops at the first size that reaches 90%.
+tries both (:mod:`llmbio.cases.poems.swaps`); it stops at the first size that reaches 90%.
 
 DISCOVERY COUPLETS ONLY: this prints the whole calibration grid (success by size, selection
 and form) on the couplets the study calibrates on; no held-out couplet is run.
@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 from llmbio.lab import load_run
-from llmbio.studies.planning import couplets, line_length
-from llmbio.studies.poem_swaps import calibrate, discovery_effects
-from llmbio.studies.poems import PoemExperiment, Settings
+from llmbio.cases.poems.planning import couplets, line_length
+from llmbio.cases.poems.swaps import calibrate, discovery_effects
+from llmbio.cases.poems.experiment import PoemExperiment, Settings
 
 
 def main(run: Path) -> None:
