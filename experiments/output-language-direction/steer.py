@@ -41,10 +41,6 @@ import pandas as pd
 import torch
 from transformers import AutoModelForCausalLM
 
-from llmbio.features.supernodes import Supernode
-from llmbio.interventions import Edit
-from llmbio.interventions.batched import run_batch
-from llmbio.lab import load_run
 from llmbio.cases.multilingual.prompts import (
     RELATIONS,
     PromptRun,
@@ -54,6 +50,10 @@ from llmbio.cases.multilingual.prompts import (
     run_lexicon,
 )
 from llmbio.cases.multilingual.swaps import language_pairs
+from llmbio.features.supernodes import Supernode
+from llmbio.interventions import Edit
+from llmbio.interventions.batched import run_batch
+from llmbio.lab import load_run
 from llmbio.tokenizer import encode, load_tokenizer
 from llmbio.world import World
 from llmbio.world.lexicon import LANGUAGES

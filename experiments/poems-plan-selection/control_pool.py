@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from llmbio.lab import load_run
+from llmbio.cases.poems.experiment import PoemExperiment, Settings
 from llmbio.cases.poems.planning import active_node, couplets, line_length
 from llmbio.cases.poems.swaps import discovery_effects, plan_nodes
-from llmbio.cases.poems.experiment import PoemExperiment, Settings
+from llmbio.lab import load_run
 
 
 def control_pool(run: Path) -> tuple[int, pd.DataFrame]:

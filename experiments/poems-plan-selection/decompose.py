@@ -22,10 +22,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from llmbio.lab import load_run
+from llmbio.cases.poems.experiment import PoemExperiment, Settings
 from llmbio.cases.poems.planning import couplets, line_end_slot, line_length
 from llmbio.cases.poems.swaps import plan_nodes
-from llmbio.cases.poems.experiment import PoemExperiment, Settings
+from llmbio.lab import load_run
 
 PARTS = ("self_attn", "mlp")
 

@@ -22,10 +22,10 @@ import sys
 import time
 from pathlib import Path
 
-from llmbio.lab import load_run
+from llmbio.cases.poems.experiment import PoemExperiment, Settings
 from llmbio.cases.poems.planning import couplets, line_length
 from llmbio.cases.poems.swaps import calibrate, discovery_effects
-from llmbio.cases.poems.experiment import PoemExperiment, Settings
+from llmbio.lab import load_run
 
 
 def main(run: Path) -> None:
