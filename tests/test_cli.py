@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -76,3 +78,14 @@ def test_trace_refuses_a_planted_pickle_naming_the_fix(results):
         "train_model`, or convert the weights to model.safetensors"
     )
     assert not (results / "graphs").exists()
+
+
+def test_the_run_config_is_read_without_importing_torch():
+    """The kernels are pinned after the config is read, and torch must not have started."""
+    code = (
+        "import sys, llmbio.cli, llmbio.run\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
