@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
+from llmbio import artefacts
 from llmbio.attribution.outputs import trace_prompts
 from llmbio.figures import draw_figure
-from llmbio.tokenizer import encode, load_tokenizer
-from llmbio.transcoder.io import load_transcoder
+from llmbio.tokenizer import encode
 
 
 def trace_stage(
@@ -26,11 +25,11 @@ def trace_stage(
 ) -> pd.DataFrame:
     """Trace every prompt into ``out_dir``; write and return ``scores.parquet``."""
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    tokenizer = load_tokenizer(model_dir)
+    model = artefacts.load_model(model_dir)
+    tokenizer = artefacts.load_tokenizer(model_dir)
     for prompt in prompts:  # fail on an unknown word before writing anything
         encode(tokenizer, prompt)
-    clt = load_transcoder(transcoder_dir, model=model)
+    clt = artefacts.load_transcoder(transcoder_dir, model=model)
     return trace_prompts(model, clt, tokenizer, prompts, out_dir, max_feature_nodes)
 
 
@@ -49,8 +48,8 @@ def faithfulness_stage(
     graph's Spearman correlation between ``predicted_total`` and ``actual``.
     """
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    clt = load_transcoder(transcoder_dir, model=model)
+    model = artefacts.load_model(model_dir)
+    clt = artefacts.load_transcoder(transcoder_dir, model=model)
     return faithfulness_graphs(model, clt, graphs_dir, out_table, out_figure, n_features)
 
 
