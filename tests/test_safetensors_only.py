@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCANNED = ("src", "studies", "workflow")
+SCANNED = ("src", "studies", "workflow", "benchmarks", "experiments")
 BANNED = re.compile(
     r"\btorch\.load\(|^\s*(import|from)\s+(c?pickle|dill|joblib)\b|allow_pickle\s*=\s*True"
     r"|weights_only\s*=\s*False",

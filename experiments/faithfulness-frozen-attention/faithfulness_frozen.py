@@ -18,12 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
 from llmbio.attribution.graph import Graph
 from llmbio.features.faithfulness import faithfulness
+from llmbio.run import Run
 from llmbio.stages.attribution import kept_feature_nodes
-from llmbio.transcoder.io import load_transcoder
 
 
 def main(run: Path) -> None:
@@ -31,8 +30,8 @@ def main(run: Path) -> None:
     if not graphs.is_dir():
         sys.exit(f"{graphs} is missing: run `snakemake --cores all` for that run first")
     torch.set_num_threads(1)
-    model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
-    clt = load_transcoder(run / "transcoder" / "clt", model=model)
+    opened = Run(run)
+    model, clt = opened.model, opened.clt
     rows = []
     for path in sorted(graphs.glob("*.graph.safetensors")):
         graph = Graph.load(path)

@@ -39,7 +39,6 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
 from llmbio.cases.multilingual.prompts import (
     RELATIONS,
@@ -54,7 +53,8 @@ from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
 from llmbio.lab import load_run
-from llmbio.tokenizer import encode, load_tokenizer
+from llmbio.run import Run
+from llmbio.tokenizer import encode
 from llmbio.world import World
 from llmbio.world.lexicon import LANGUAGES
 
@@ -70,8 +70,8 @@ def main(run: Path, out: Path | None = None) -> None:
             if not (run / part).exists():
                 sys.exit(f"{run / part} is missing: train that run's organism first")
         torch.set_num_threads(2)
-        model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
-        tok, clt, parts = load_tokenizer(run / "model"), None, PARTS[:2]
+        opened = Run(run)
+        model, tok, clt, parts = opened.model, opened.tokenizer, None, PARTS[:2]
     lex = World.load(run / "world.json").lexicon
     languages, concepts = list(LANGUAGES), concept_order(lex)
     calib = [c for i, c in enumerate(concepts) if (i // 2) % 2 == 0]  # as the study splits

@@ -32,16 +32,15 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
-from transformers import AutoModelForCausalLM
 
 from llmbio.activations import ActivationReader
 from llmbio.config import load_config
 from llmbio.lab import plan_capture_table, plan_share
+from llmbio.run import Run
 from llmbio.stages.transcoder import _eval_text
-from llmbio.tokenizer import encode, load_tokenizer
+from llmbio.tokenizer import encode
 from llmbio.transcoder.evaluate import evaluate_transcoder
 from llmbio.transcoder.train import train_transcoder
-from llmbio.world import World
 
 
 def parse(spec: str, base) -> tuple[str, dict]:
@@ -64,9 +63,8 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(yaml.safe_load(args.config.read_text()))
     torch.set_num_threads(cfg.train.threads)
-    model = AutoModelForCausalLM.from_pretrained(args.run / "model").eval()
-    tok = load_tokenizer(args.run / "model")
-    world = World.load(args.run / "world.json")
+    opened = Run(args.run)
+    model, tok, world = opened.model, opened.tokenizer, opened.world
     reader = ActivationReader(args.run / "activations")
     fresh = _eval_text(cfg, world, tok).split(32)
     prompts = [torch.tensor([encode(tok, p)]) for p in world.showcase_prompts()]

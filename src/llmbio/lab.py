@@ -19,31 +19,22 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
+from llmbio import artefacts
 from llmbio.attribution.replacement import record
-from llmbio.tokenizer import encode, load_tokenizer
-from llmbio.transcoder.io import load_transcoder
-from llmbio.world import World
-
-RUN_PARTS = ("model", "world.json", "transcoder/clt")
+from llmbio.run import Run
+from llmbio.tokenizer import encode
 
 
 def load_run(run: Path, transcoder: Path | None = None, threads: int = 2):
-    """A finished run's ``(model, tokenizer, poetry, clt)``; ``transcoder`` replaces the run's
-    CLT directory. Exits with one line naming the first missing part."""
-    run = Path(run)
-    for part in RUN_PARTS:
-        if not (run / part).exists():
-            raise SystemExit(
-                f"error: {run / part} is missing; run `snakemake --cores all` for that run first"
-            )
+    """A finished run's ``(model, tokenizer, poetry, clt)``, opened with :class:`llmbio.run.Run`
+    (each file checked; a missing or damaged one raises one line naming the rule that remakes
+    it); ``transcoder`` replaces the run's CLT directory."""
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(run / "model").eval()
-    tok = load_tokenizer(run / "model")
-    poetry = World.load(run / "world.json").poetry
-    clt = load_transcoder(transcoder or run / "transcoder" / "clt", model=model)
-    return model, tok, poetry, clt
+    opened = Run(run)
+    model = opened.model
+    clt = opened.clt if transcoder is None else artefacts.load_transcoder(transcoder, model=model)
+    return model, opened.tokenizer, opened.world.poetry, clt
 
 
 def plan_capture_table(model, tok, poetry, clt) -> pd.DataFrame:
