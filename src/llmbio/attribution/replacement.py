@@ -32,7 +32,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from llmbio.adapters import Adapter, get_adapter
+from llmbio.adapters import (
+    Adapter,
+    get_adapter,
+    hook_input,
+    hooks,
+    mlp_out_hook,
+    replace_forward,
+    resid_mid_hook,
+)
 from llmbio.attribution.attention import FROZEN_ATTENTION, RECORD_ATTENTION, use_attention
 from llmbio.transcoder.clt import CrossLayerTranscoder
 from llmbio.transcoder.io import check_compatible
@@ -75,38 +83,12 @@ def _as_ids(input_ids: torch.Tensor) -> torch.Tensor:
     return ids
 
 
-def _swap_forward(stack: ExitStack, module: nn.Module, fn: Callable) -> None:
-    """Make ``module(...)`` call ``fn`` until ``stack`` closes (LIFO, so nested swaps unwind)."""
-    had_own = "forward" in module.__dict__
-    old = module.__dict__.get("forward")
-    module.forward = fn
-
-    def restore() -> None:
-        if had_own:
-            module.forward = old
-        else:
-            del module.forward
-
-    stack.callback(restore)
-
-
-def _pre_hook(stack: ExitStack, module: nn.Module, fn: Callable) -> None:
-    """Forward pre-hook ``fn(first_input) -> replacement or None`` on the module's first input."""
-
-    def hook(mod, args, kwargs):
-        x = args[0] if args else kwargs["hidden_states"]
-        new = fn(x)
-        if new is None:
-            return None
-        if args:
-            return (new, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": new}
-
-    stack.callback(module.register_forward_pre_hook(hook, with_kwargs=True).remove)
-
-
 def _store_scale(adapter: Adapter, norm: nn.Module, scales: list, i: int, x: torch.Tensor) -> None:
     scales[i] = adapter.norm_scale(norm, x).detach()
+
+
+def _setter(store: list, i: int, x: torch.Tensor) -> None:
+    store[i] = x[0]
 
 
 def _check_eval(model: nn.Module) -> None:
@@ -124,24 +106,16 @@ def record(model: nn.Module, input_ids: torch.Tensor) -> Recording:
     norms = adapter.all_norms(model)
     scales: list = [None] * len(norms)
     embed, resid_mid, mlp_out, final = [], [None] * n_layers, [None] * n_layers, []
+    points = {"hook_embed": lambda x: embed.append(x[0])}
+    for layer in range(n_layers):
+        points[resid_mid_hook(layer)] = partial(_setter, resid_mid, layer)
+        points[mlp_out_hook(layer)] = partial(_setter, mlp_out, layer)
+    points["ln_final.hook_in"] = lambda x: final.append(x[0])
     with ExitStack() as stack:
         use_attention(stack, model, adapter, RECORD_ATTENTION, patterns)
         for i, norm in enumerate(norms):
-            _pre_hook(stack, norm, partial(_store_scale, adapter, norm, scales, i))
-        _pre_hook(stack, adapter.get_layers(model)[0], lambda x: embed.append(x[0]))
-        _pre_hook(stack, adapter.get_final_norm(model), lambda x: final.append(x[0]))
-        for layer in range(n_layers):
-            _pre_hook(
-                stack,
-                adapter.layer_module(model, layer, adapter.mlp_in_norm),
-                lambda x, layer=layer: resid_mid.__setitem__(layer, x[0]),
-            )
-            mod = adapter.layer_module(model, layer, adapter.mlp_out)
-            stack.callback(
-                mod.register_forward_hook(
-                    lambda m, a, out, layer=layer: mlp_out.__setitem__(layer, out[0])
-                ).remove
-            )
+            stack.enter_context(hook_input(norm, partial(_store_scale, adapter, norm, scales, i)))
+        stack.enter_context(hooks(model, points, adapter))
         logits = model(input_ids=ids[None].to(_device(model)), use_cache=False).logits[0]
     if any(p is None for p in patterns):
         raise RuntimeError(
@@ -234,26 +208,21 @@ def frozen(model: nn.Module, recording: Recording) -> Iterator[FrozenModel]:
     with ExitStack() as stack:
         use_attention(stack, model, adapter, FROZEN_ATTENTION, recording.patterns)
         for norm, scale in zip(adapter.all_norms(model), recording.norm_scales, strict=True):
-            _swap_forward(stack, norm, partial(_frozen_norm, adapter, norm, scale))
+            stack.enter_context(replace_forward(norm, partial(_frozen_norm, adapter, norm, scale)))
+        points = {"hook_embed": lambda x: fm._embed}
         for layer in range(recording.n_layers):
-            _swap_forward(
-                stack,
-                adapter.layer_module(model, layer, adapter.mlp_out),
-                lambda *a, layer=layer, **k: fm.mlp_value(layer),
+            stack.enter_context(
+                replace_forward(
+                    adapter.layer_module(model, layer, adapter.mlp_out),
+                    lambda *a, layer=layer, **k: fm.mlp_value(layer),
+                )
             )
             if adapter.mlp_inner is not None:  # its output is discarded: do not compute it
                 inner = adapter.layer_module(model, layer, adapter.mlp_inner)
-                _swap_forward(stack, inner, lambda x, *a, **k: x)
-            _pre_hook(
-                stack,
-                adapter.layer_module(model, layer, adapter.mlp_in_norm),
-                lambda x, layer=layer: fm._resid_mid.__setitem__(layer, x),
-            )
-        _pre_hook(stack, adapter.get_layers(model)[0], lambda x: fm._embed)
-        final_norm = adapter.get_final_norm(model)
-        stack.callback(
-            final_norm.register_forward_hook(lambda m, a, out: fm._final.append(out)).remove
-        )
+                stack.enter_context(replace_forward(inner, lambda x, *a, **k: x))
+            points[resid_mid_hook(layer)] = partial(fm._resid_mid.__setitem__, layer)
+        points["ln_final.hook_normalized"] = lambda out: fm._final.append(out)  # a new list per run
+        stack.enter_context(hooks(model, points, adapter))
         flags = [(p, p.requires_grad) for p in model.parameters()]
         stack.callback(lambda: [p.requires_grad_(f) for p, f in flags])
         for p, _ in flags:
