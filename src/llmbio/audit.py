@@ -4,7 +4,8 @@
 hand-edited table cannot hide behind an older ``claims.parquet``) and checks the provenance of
 every PNG under ``results/<run>/`` (see :func:`llmbio.figures.check_figure`); a figure a
 study.yaml declares but no analysis drew is ``missing``. It writes ``audit.parquet`` (one row
-per claim or figure) and ``audit.md`` (a readable report). Failures never raise unless
+per claim or figure) and ``audit.md`` (a readable report, headed by which studies' central
+claims hold: :func:`central_claims`). Failures never raise unless
 ``strict``: then :class:`AuditFailed` is raised after both files are written.
 """
 
@@ -20,7 +21,7 @@ from llmbio.studies.claims import NOT_APPLICABLE, run_family
 from llmbio.studies.spec import Study
 
 AUDIT_COLUMNS = [
-    "kind", "study", "item", "statement", "table", "measured", "op", "threshold",
+    "kind", "study", "item", "central", "statement", "table", "measured", "op", "threshold",
     "paper_value", "paper_ref", "status", "passed", "detail",
 ]  # fmt: skip
 RUN_LEVEL = ""  # the `study` of figures outside results/<run>/studies/
@@ -43,7 +44,7 @@ def run_audit(
     frames = [claim_rows(s, results_dir) for s in studies]
     audit = pd.concat([*frames, figure_rows(results_dir, studies)], ignore_index=True)
     audit = audit.reindex(columns=AUDIT_COLUMNS).astype(
-        {"measured": float, "threshold": float, "passed": bool}
+        {"central": bool, "measured": float, "threshold": float, "passed": bool}
     )
     markdown = render_markdown(audit, studies, results_dir)
     out_table = Path(out_table or results_dir / "audit.parquet")
@@ -52,6 +53,9 @@ def run_audit(
     audit.to_parquet(out_table, index=False)
     out_markdown.write_text(markdown)
     print(summary_line(audit))
+    central = central_claims(audit)
+    if len(central):
+        print(central_line(central))
     failed = audit[~audit["passed"] & (audit["status"] != NOT_APPLICABLE)]
     for r in failed.itertuples():
         print(f"FAILED {r.kind} {r.study or 'run'}/{r.item}: {r.status} {r.detail}")
@@ -96,6 +100,7 @@ def _figure_row(study: str, item: str, caption: str, tables, check: FigureCheck)
         "kind": "figure",
         "study": study,
         "item": item,
+        "central": False,
         "statement": caption,
         "table": ", ".join(tables),
         "status": check.status,
@@ -128,6 +133,31 @@ def summary_line(audit: pd.DataFrame) -> str:
     )
 
 
+def central_claims(audit: pd.DataFrame) -> pd.DataFrame:
+    """Per study with central claims: ``central`` (how many), ``passed``, ``applicable`` and
+    ``holds`` (every central claim passed; NA where none was applicable, on another family)."""
+    claims = audit[(audit["kind"] == "claim") & audit["central"].astype(bool)]
+    applicable = claims["status"] != NOT_APPLICABLE
+    table = pd.DataFrame(
+        {
+            "central": claims.groupby("study").size(),
+            "passed": claims["passed"].astype(bool).groupby(claims["study"]).sum(),
+            "applicable": applicable.groupby(claims["study"]).sum(),
+        }
+    ).astype(int)
+    holds = (table["passed"] == table["central"]).astype("boolean")
+    holds[table["applicable"] == 0] = pd.NA
+    return table.assign(holds=holds).rename_axis("study")
+
+
+def central_line(central: pd.DataFrame) -> str:
+    """``central claims: 3 of 5 studies (arithmetic, poems, refusals)``."""
+    tested = central[central["holds"].notna()]
+    holding = [s for s, h in tested["holds"].items() if h]
+    names = ", ".join(holding) or "none"
+    return f"central claims: {len(holding)} of {len(tested)} studies ({names})"
+
+
 def _counts(rows: pd.DataFrame) -> str:
     counts = rows["status"].value_counts()
     return ", ".join(f"{n} {status}" for status, n in counts.items()) or "none"
@@ -140,13 +170,17 @@ _LEGEND = (
     "`orphaned` when its provenance sidecar or a table is gone, `missing` when study.yaml "
     "declares it but it was never drawn. On a run of a released model (no ground truth), claims "
     "and figures written for another prompt family are `not_applicable`: not measured, neither "
-    "passed nor failed, and left out of the verdict."
+    "passed nor failed, and left out of the verdict. A study's central claim (its claims "
+    "marked `central: true` in study.yaml) holds when every one of them passes."
 )
 
 
 def render_markdown(audit: pd.DataFrame, studies: list[Study], results_dir: Path) -> str:
     """The audit as Markdown: verdict and counts, then per study its claims and figures."""
     lines = [f"# Audit of `{results_dir.as_posix()}`", "", f"**{summary_line(audit)}**", ""]
+    central = central_claims(audit)
+    if len(central):
+        lines += [f"**{central_line(central)}**", ""] + _central_table(central, audit) + [""]
     lines += _count_table(audit) + ["", _LEGEND]
     for study in studies:
         heading = f"## Study `{study.name}`: {study.title}"
@@ -170,6 +204,19 @@ def _count_table(audit: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _central_table(central: pd.DataFrame, audit: pd.DataFrame) -> list[str]:
+    lines = [_row(["study", "central claim", "passed", "claims"]), _row(["---"] * 4)]
+    for study, r in central.iterrows():
+        if pd.isna(r["holds"]):
+            verdict = f"➖ {NOT_APPLICABLE}"
+        else:
+            verdict = "✅ holds" if r["holds"] else "❌ does not hold"
+        rows = audit[(audit["study"] == study) & audit["central"].astype(bool)]
+        ids = ", ".join(f"`{i}`" for i in rows["item"])
+        lines.append(_row([study, verdict, f"{r['passed']}/{r['central']}", ids]))
+    return lines
+
+
 def _claims_table(claims: pd.DataFrame) -> list[str]:
     if claims.empty:
         return ["No claims."]
@@ -178,7 +225,8 @@ def _claims_table(claims: pd.DataFrame) -> list[str]:
     for r in claims.itertuples():
         ref = f"({r.paper_ref})" if r.paper_ref else ""
         paper = " ".join(x for x in (r.paper_value, ref) if x)
-        cells = [r.item, r.statement, f"{r.measured:.4g}", f"{r.op} {r.threshold:g}", paper]
+        item = f"{r.item} (central)" if r.central else r.item
+        cells = [item, r.statement, f"{r.measured:.4g}", f"{r.op} {r.threshold:g}", paper]
         out.append(_row([*cells, _mark(r.status, r.passed), r.detail]))
     return out
 

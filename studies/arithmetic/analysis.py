@@ -30,6 +30,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from llmbio.attribution.outputs import trace_prompt
 from llmbio.cases.arithmetic import figures as plots
 from llmbio.cases.arithmetic.experiments import (
     context_activity,
@@ -41,7 +42,6 @@ from llmbio.cases.arithmetic.experiments import (
 )
 from llmbio.cases.arithmetic.operand_plots import CLASSES, classify, synthetic_heatmaps
 from llmbio.features.supernodes import Supernode, supernode_graph
-from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
 from llmbio.studies.generic import run_declared
 from llmbio.tokenizer import UnknownTokenError

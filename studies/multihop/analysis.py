@@ -27,12 +27,12 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from llmbio.attribution.outputs import trace_prompt
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.cases.multihop import swaps as ms
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
-from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
 from llmbio.studies.experiments import (
     best_calibration,

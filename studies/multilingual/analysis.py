@@ -34,6 +34,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from llmbio.attribution.outputs import trace_prompt
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.cases.multilingual.overlap import overlap_by_layer, overlap_summary, overlap_table
 from llmbio.cases.multilingual.prompts import (
@@ -49,7 +50,6 @@ from llmbio.cases.multilingual.prompts import (
 )
 from llmbio.cases.multilingual.swaps import SUCCESS_BAR, SwapRunner, swap_experiments
 from llmbio.features.supernodes import Supernode, supernode_graph
-from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
 from llmbio.studies.experiments import plot_calibration
 from llmbio.studies.generic import run_declared

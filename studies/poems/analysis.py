@@ -32,6 +32,7 @@ import time
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from llmbio.attribution.outputs import trace_prompt
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.cases.poems.experiment import PoemExperiment, Settings
 from llmbio.cases.poems.planning import (
@@ -48,7 +49,6 @@ from llmbio.cases.poems.swaps import (
     discovery_effects,
 )
 from llmbio.features.supernodes import Supernode, supernode_graph
-from llmbio.stages.attribution import trace_prompt
 from llmbio.studies import StudyContext
 from llmbio.studies.experiments import (
     load_label_scores,

@@ -105,3 +105,67 @@ def test_strict_passes_when_everything_holds(tmp_path):
     out.mkdir()
     audit, markdown = run_audit(out, tmp_path / "no_studies", strict=True)
     assert audit.empty and "audit PASS" in markdown
+
+
+CENTRAL_STUDY = """\
+name: {name}
+title: {name}
+claims:
+  - {{id: a, statement: a, table: tables/t.parquet, column: v, aggregate: max, op: ">=",
+     threshold: {a}, central: true}}
+  - {{id: b, statement: b, table: tables/t.parquet, column: v, aggregate: min, op: ">=",
+     threshold: 1, central: true, families: [{family}]}}
+  - {{id: side, statement: side, table: tables/t.parquet, column: v, aggregate: max, op: ">",
+     threshold: 9}}
+"""
+
+
+def _central_run(tmp_path, studies: dict) -> tuple:
+    for name, (a, family) in studies.items():
+        folder = tmp_path / "studies" / name
+        folder.mkdir(parents=True)
+        folder.joinpath("study.yaml").write_text(
+            CENTRAL_STUDY.format(name=name, a=a, family=family)
+        )
+        table = tmp_path / "results" / "studies" / name / "tables" / "t.parquet"
+        table.parent.mkdir(parents=True)
+        pd.DataFrame({"v": [1.0, 2.0]}).to_parquet(table)
+    return run_audit(tmp_path / "results", tmp_path / "studies")
+
+
+def test_a_central_claim_holds_when_all_its_claims_pass(tmp_path):
+    audit, markdown = _central_run(
+        tmp_path,
+        {
+            "fine": (2, "organism"),  # a and b pass; `side` fails but is not central
+            "broken": (3, "organism"),  # a fails
+            "elsewhere": (2, "gemma-2-2b"),  # b not applicable: a pass is not the whole claim
+        },
+    )
+    claims = audit[audit["kind"] == "claim"].set_index(["study", "item"])
+    assert claims["central"].to_dict() == {
+        (s, i): i != "side" for s in ("broken", "elsewhere", "fine")
+        for i in ("a", "b", "side")
+    }  # fmt: skip
+    assert not audit.loc[audit["kind"] == "figure", "central"].any()
+    saved = pd.read_parquet(tmp_path / "results" / "audit.parquet")
+    assert saved["central"].dtype == bool
+    head = markdown.split("## Study", 1)[0]
+    assert "**central claims: 1 of 3 studies (fine)**" in head
+    assert "| fine | ✅ holds | 2/2 | `a`, `b` |" in head
+    assert "| broken | ❌ does not hold | 1/2 | `a`, `b` |" in head
+    assert "| elsewhere | ❌ does not hold | 1/2 |" in head
+    assert "| a (central) |" in markdown and "| side |" in markdown
+
+
+def test_a_central_claim_of_another_family_is_not_counted(tmp_path):
+    folder = tmp_path / "studies" / "paper"
+    folder.mkdir(parents=True)
+    folder.joinpath("study.yaml").write_text(
+        "name: paper\ntitle: paper\nclaims:\n"
+        "  - {id: a, statement: a, table: tables/t.parquet, column: v, aggregate: max,\n"
+        '     op: ">=", threshold: 1, central: true, families: [gemma-2-2b]}\n'
+    )
+    _, markdown = _central_run(tmp_path, {"fine": (2, "organism")})
+    assert "**central claims: 1 of 1 studies (fine)**" in markdown
+    assert "| paper | ➖ not_applicable | 0/1 | `a` |" in markdown

@@ -93,6 +93,12 @@ def test_a_valid_study_loads(tmp_path):
         0.06,
         {"edit": "texas_minus_2"},
     )
+    assert (
+        not claim.central
+        and load_study(write_study(tmp_path / "central", _with("claims.0.central", True)))
+        .claims[0]
+        .central
+    )
 
 
 @pytest.mark.parametrize(
@@ -101,6 +107,7 @@ def test_a_valid_study_loads(tmp_path):
         ("claims.0.op", "approx", "claims[0].op: 'approx' is not one of ['>=', '<=', '>', '<'"),
         ("claims.0.aggregate", "average", "claims[0].aggregate: 'average' is not one of"),
         ("claims.0.threshold", "high", "claims[0].threshold: 'high' is not of type 'number'"),
+        ("claims.0.central", "yes", "claims[0].central: 'yes' is not of type 'boolean'"),
         ("supernodes.1.features", ["3-117"], "supernodes[1].features[0]: '3-117' does not match"),
         ("interventions.0.edits.0.op", "double", "interventions[0].edits[0].op: 'double'"),
         ("figures.0.id", "a/b", "figures[0].id: 'a/b' does not match"),
@@ -162,3 +169,20 @@ def test_the_template_is_a_valid_study_once_copied(tmp_path):
     shutil.copytree(ROOT / "studies" / "_template", tmp_path / "my_study")
     study = load_study(tmp_path / "my_study")
     assert study.claims and study.figures and study.interventions
+
+
+def test_the_studies_mark_the_claims_their_central_finding_rests_on():
+    central = {
+        name: [c.id for c in load_study(ROOT / "studies" / name).claims if c.central]
+        for name in discover_studies(ROOT / "studies")
+    }
+    swaps = [f"{s}_swap_heldout_{lang}" for s in ("operation", "operand", "language")
+             for lang in ("en", "fr", "zh")]  # fmt: skip
+    assert central == {
+        "arithmetic": ["residue_swap_changes_residue", "block_swap_changes_magnitude"],
+        "faithfulness": [],
+        "multihop": [],
+        "multilingual": swaps,
+        "poems": ["injection_calibrated_success"],
+        "refusals": ["ablate_harmful_request_complies", "inject_harmful_request_refuses"],
+    }

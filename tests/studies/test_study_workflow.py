@@ -1,6 +1,7 @@
 """The study rules in a temporary copy of the repository: a new folder under studies/ is
 scheduled, runs, and shows in the report. The organism itself is only dry-run here."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -59,7 +60,12 @@ def add_demo_study(repo: Path) -> None:
 
 def snakemake(repo: Path, *args: str, check: bool = True) -> str:
     cmd = [sys.executable, "-m", "snakemake", *args]
-    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    env = os.environ.copy()
+    if (repo / "src").exists():  # the repository's own library copy, so edits to it stay here
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(repo / "src"), env.get("PYTHONPATH")])
+        )
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, env=env)
     output = proc.stdout + proc.stderr
     assert (proc.returncode == 0) == check, output[-6000:]
     return output
@@ -104,3 +110,51 @@ def test_full_tiny_run_audits_the_study(repo):
     snakemake(repo, "--cores", "1", *TINY, "--config", "audit_strict=True", check=False)
     log = (repo / "results/tiny/logs/audit.log").read_text()
     assert "FAILED claim demo/big" in log
+
+
+def job_block(out: str, rule: str) -> str:
+    assert f"rule {rule}:" in out, out[-6000:]
+    return out.split(f"rule {rule}:", 1)[1].split("\n\n")[0]
+
+
+def copy_library(repo: Path) -> Path:
+    shutil.copytree(ROOT / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    return repo / "src" / "llmbio" / "cases"
+
+
+def test_a_study_analysis_reads_every_module_of_its_case_package(repo):
+    cases = copy_library(repo)
+    shutil.copytree(ROOT / "studies" / "poems", repo / "studies" / "poems")
+    out = snakemake(repo, "-n", "results/tiny/studies/poems/tables.done", *TINY)
+    inputs = job_block(out, "study_analysis").split("input:", 1)[1].split("\n", 1)[0]
+    modules = sorted(p.name for p in (cases / "poems").glob("*.py"))
+    assert "swaps.py" in modules
+    for name in modules:
+        assert str(cases / "poems" / name) in inputs
+    assert str(cases / "multihop") not in inputs
+
+
+def test_editing_a_case_module_reruns_its_study(repo):
+    cases = copy_library(repo)
+    add_demo_study(repo)
+    (cases / "demo").mkdir()
+    (cases / "demo" / "__init__.py").write_text("")
+    (cases / "demo" / "numbers.py").write_text("X = [1, 2, 3]\n")
+    analysis = repo / "studies" / "demo" / "analysis.py"
+    analysis.write_text(
+        ANALYSIS.replace('{"x": [1, 2, 3]}', '{"x": X}').replace(
+            "import pandas as pd\n",
+            "import pandas as pd\n\nfrom llmbio.cases.demo.numbers import X\n",
+        )
+    )
+    claims = "results/tiny/studies/demo/claims.parquet"
+    snakemake(repo, "--cores", "1", claims, *TINY)
+    assert "Nothing to be done" in snakemake(repo, "-n", claims, *TINY)
+
+    module = cases / "demo" / "numbers.py"
+    module.write_text("X = [1, 2, 4]\n")
+    stamp = (repo / claims).stat().st_mtime + 1  # no tie with the outputs on coarse clocks
+    os.utime(module, (stamp, stamp))
+    block = job_block(snakemake(repo, "-n", claims, *TINY), "study_analysis")
+    assert "wildcards: study=demo" in block
+    assert f"Updated input files: {module}" in block

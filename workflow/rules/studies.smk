@@ -3,7 +3,9 @@
 # add rules (e.g. graphs its analysis reads) or replace the analysis with
 # `ruleorder: <its rule> > study_analysis`.
 import os
+from pathlib import Path
 
+import llmbio.cases
 from llmbio.studies import discover_studies, load_study
 
 STUDIES_ROOT = os.path.relpath(os.path.join(workflow.basedir, "studies"))
@@ -20,8 +22,16 @@ def study_of(wildcards):
     return STUDY_DEFS[wildcards.study]
 
 
+def case_package_files(study):
+    """Every module of the study's code package `llmbio.cases.<study>` (none if it has none),
+    found where Python imports it from, so an edit to the code that runs reruns the study."""
+    package = Path(llmbio.cases.__file__).parent / study
+    return sorted(str(path) for path in package.rglob("*.py"))
+
+
 def study_analysis_inputs(wildcards):
-    """study.yaml, analysis.py (so code edits rerun it) and the run outputs in `needs`.
+    """study.yaml, analysis.py and its `llmbio.cases.<study>` package (so code edits rerun it)
+    and the run outputs in `needs`.
 
     On a released model (config `pretrained:`) the needs are its downloaded model and
     transcoder: the organism's outputs (world, atlas) do not exist there.
@@ -34,7 +44,8 @@ def study_analysis_inputs(wildcards):
         needs = [MODEL_DIR, TRANSCODER_DIR]
     return {
         "study": os.path.join(folder, "study.yaml"),
-        "code": [analysis] if os.path.exists(analysis) else [],
+        "code": ([analysis] if os.path.exists(analysis) else [])
+        + case_package_files(wildcards.study),
         "needs": needs,
     }
 

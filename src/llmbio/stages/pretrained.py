@@ -13,10 +13,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from llmbio.attribution.outputs import trace_prompts
 from llmbio.config import RunConfig
 from llmbio.devices import peak_memory_mb, reset_peak_memory
 from llmbio.pretrained import load_pretrained
-from llmbio.stages.attribution import faithfulness_graphs, trace_prompts
+from llmbio.stages.attribution import faithfulness_graphs
 from llmbio.studies import discover_studies, load_study
 
 

@@ -8,6 +8,9 @@ column or a non-numeric aggregate is ``error``, and both count as not passed.
 A claim names the prompt families whose runs can test it (``families``, default: the organism,
 whose ground truth most tables need). On a run of another family (a released model) it is
 ``not_applicable``: not measured, so neither passed nor failed, and listed as such in the audit.
+
+The claims marked ``central`` make up the study's central claim (the paper's finding it
+reproduces); the audit counts a study's central claim as holding when all of them pass.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ from llmbio.studies.spec import ORGANISM, Claim, Study, load_study
 NOT_APPLICABLE = "not_applicable"
 
 CLAIM_COLUMNS = [
-    "study", "claim_id", "statement", "table", "measured", "op", "threshold", "paper_value",
-    "paper_ref", "n_rows", "passed", "status", "detail",
+    "study", "claim_id", "central", "statement", "table", "measured", "op", "threshold",
+    "paper_value", "paper_ref", "n_rows", "passed", "status", "detail",
 ]  # fmt: skip
 
 _OPS = {
@@ -62,13 +65,15 @@ def evaluate_claims(
     family = family or run_family(results_dir)
     rows = [_evaluate(study.name, c, Path(results_dir), family) for c in study.claims]
     table = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
-    return table.astype({"measured": float, "threshold": float, "n_rows": "Int64", "passed": bool})
+    types = {"central": bool, "measured": float, "threshold": float, "n_rows": "Int64"}
+    return table.astype({**types, "passed": bool})
 
 
 def _evaluate(study: str, claim: Claim, results_dir: Path, family: str = ORGANISM) -> dict:
     row = {
         "study": study,
         "claim_id": claim.id,
+        "central": claim.central,
         "statement": claim.statement,
         "table": claim.table,
         "measured": math.nan,

@@ -26,15 +26,13 @@ It also runs on the organism (label rules then use ``features/label_scores.parqu
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from llmbio.attribution.outputs import trace_prompt
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, select_features, supernode_graph
-from llmbio.stages.attribution import trace_prompt
 from llmbio.studies.experiments import build_edits, load_label_scores, run_intervention
 from llmbio.studies.rules import is_prompt_rule, select_by_prompt, target_id
 from llmbio.studies.runner import StudyContext
@@ -296,10 +294,3 @@ def draw_effects(effects: pd.DataFrame):
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
-
-def declared_paths(out_dir: str | Path) -> list[Path]:
-    """The tables :func:`run_declared` always writes (for tests and rules)."""
-    names = ["declared_prompts", "declared_supernodes", "declared_supernode_status"]
-    names += ["declared_interventions", "declared_effects"]
-    return [Path(out_dir) / "tables" / f"{n}.parquet" for n in names]

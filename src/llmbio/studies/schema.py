@@ -151,6 +151,7 @@ def _claim() -> dict:
             "paper_value": {"type": ["number", "string"]},
             "paper_ref": _TEXT,
             "families": _FAMILIES,
+            "central": {"type": "boolean"},
         },
         ("id", "statement", "table", "column", "aggregate", "op", "threshold"),
     )

@@ -94,6 +94,8 @@ class Claim:
     paper_ref: str = ""
     # runs whose tables can test it; on other runs the claim is "not_applicable" (not a pass)
     families: tuple[str, ...] = ORGANISM_ONLY
+    # part of the study's central claim, which holds when all its central claims pass
+    central: bool = False
 
 
 @dataclass(frozen=True)

@@ -148,13 +148,6 @@ def prompt_activations(model, clt, ids: Sequence[Sequence[int]]) -> list[torch.T
     return out
 
 
-def newline_activations(model, clt, ids: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Activations at each prompt's last position (the newline): ``(B, L * F)``."""
-    if not ids:
-        return torch.zeros(0, clt.n_layers * clt.n_features)
-    return torch.stack([a[:, -1] for a in prompt_activations(model, clt, ids)])
-
-
 def contrast(
     acts: torch.Tensor, labels: Sequence[str | None], n_features: int, top_k: int
 ) -> dict[str, list[tuple[FeatureKey, float]]]:
