@@ -23,7 +23,7 @@ The model is restored on exit of every context, also on exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -74,12 +74,16 @@ class FrozenOutputs(NamedTuple):
     logits: torch.Tensor  # (B, n, vocab)
 
 
-def _as_ids(input_ids: torch.Tensor) -> torch.Tensor:
+def as_input_ids(input_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """A 1-D long tensor ``(n,)`` from ``(n,)``, ``(1, n)`` or a list of ids."""
     ids = torch.as_tensor(input_ids)
     if ids.ndim == 2 and ids.shape[0] == 1:
         ids = ids[0]
-    if ids.ndim != 1 or ids.dtype != torch.long or ids.numel() == 0:
-        raise ValueError(f"input_ids must be a non-empty 1-D long tensor, got {tuple(ids.shape)}.")
+    if ids.ndim != 1 or ids.numel() == 0 or ids.dtype != torch.long:
+        raise ValueError(
+            f"input_ids must be a non-empty 1-D long tensor (one prompt), got {tuple(ids.shape)} "
+            f"{ids.dtype}; pass one prompt at a time."
+        )
     return ids
 
 
@@ -91,7 +95,8 @@ def _setter(store: list, i: int, x: torch.Tensor) -> None:
     store[i] = x[0]
 
 
-def _check_eval(model: nn.Module) -> None:
+def check_eval(model: nn.Module) -> None:
+    """Raises unless ``model`` is in eval mode (dropout would make every pass differ)."""
     if model.training:
         raise ValueError("The model is in training mode (dropout); call model.eval() first.")
 
@@ -99,8 +104,8 @@ def _check_eval(model: nn.Module) -> None:
 @torch.no_grad()
 def record(model: nn.Module, input_ids: torch.Tensor) -> Recording:
     """Run the real model on ``input_ids`` ``(n,)`` and record what the replacement model needs."""
-    _check_eval(model)
-    adapter, ids = get_adapter(model), _as_ids(input_ids)
+    check_eval(model)
+    adapter, ids = get_adapter(model), as_input_ids(input_ids)
     n_layers = adapter.n_layers(model)
     patterns: list = [None] * n_layers
     norms = adapter.all_norms(model)
@@ -138,11 +143,18 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def frozen_norm_forward(
+    adapter: Adapter, norm: nn.Module, scale: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``forward`` for ``norm`` that divides by its recorded factors ``scale`` ``(1, n, 1)``
+    (:func:`llmbio.adapters.replace_forward` installs it); a prefix input ``(B, m, D)`` uses
+    the first ``m``."""
+    return partial(_frozen_norm, adapter, norm, scale)
+
+
 def _frozen_norm(
     adapter: Adapter, norm: nn.Module, scale: torch.Tensor, x: torch.Tensor
 ) -> torch.Tensor:
-    """``norm`` with its recorded factors ``(1, n, 1)``; a prefix input ``(B, m, D)`` uses the
-    first ``m``."""
     return adapter.frozen_norm(norm, x, scale[:, : x.shape[-2]])
 
 
@@ -200,7 +212,7 @@ class FrozenModel:
 @contextmanager
 def frozen(model: nn.Module, recording: Recording) -> Iterator[FrozenModel]:
     """Freeze ``model`` at ``recording`` for the duration of the context (see module docstring)."""
-    _check_eval(model)
+    check_eval(model)
     adapter = get_adapter(model)
     if adapter.n_layers(model) != recording.n_layers:
         raise ValueError("The recording was made on a model with a different number of layers.")
@@ -208,7 +220,7 @@ def frozen(model: nn.Module, recording: Recording) -> Iterator[FrozenModel]:
     with ExitStack() as stack:
         use_attention(stack, model, adapter, FROZEN_ATTENTION, recording.patterns)
         for norm, scale in zip(adapter.all_norms(model), recording.norm_scales, strict=True):
-            stack.enter_context(replace_forward(norm, partial(_frozen_norm, adapter, norm, scale)))
+            stack.enter_context(replace_forward(norm, frozen_norm_forward(adapter, norm, scale)))
         points = {"hook_embed": lambda x: fm._embed}
         for layer in range(recording.n_layers):
             stack.enter_context(

@@ -25,11 +25,13 @@ from typing import Literal, NamedTuple
 import torch
 from torch import nn
 
+from llmbio.attribution.replacement import check_eval
 from llmbio.interventions.edits import Edit, LayerEdits, check_feature
 from llmbio.interventions.engine import (
     BatchEdits,
     DenseEdits,
     Entries,
+    at_least_float32,
     compile_batch,
     spliced,
     stack_compiled,
@@ -66,11 +68,7 @@ def spliced_pass(
     with spliced(model, clt, edits, record=record, last_only=last_only) as state:
         out = model(input_ids=ids[:, prefix_len:], **kwargs)
     acts = torch.stack(state.acts, dim=1) if record else None
-    return BatchPass(_at_least_float32(out.logits), acts)
-
-
-def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return BatchPass(at_least_float32(out.logits), acts)
 
 
 def _with_cache(model: nn.Module, cache) -> dict:
@@ -150,8 +148,7 @@ def _check_entries(layer: int, e: Entries, clt: CrossLayerTranscoder, n_pos: int
 
 
 def _check(model: nn.Module, clt, input_ids, edits, last_only: bool = False) -> torch.Tensor:
-    if model.training:
-        raise ValueError("The model is in training mode (dropout); call model.eval() first.")
+    check_eval(model)
     ids = torch.as_tensor(input_ids)
     if ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, n_tokens), got {tuple(ids.shape)}")
@@ -200,7 +197,7 @@ def generate_batch(
         with spliced(model, clt, step):
             out = model(input_ids=new_ids, **_with_cache(model, cache))
         cache = _cache_of(out)
-        p = _at_least_float32(out.logits[:, -1]).softmax(-1)  # (B, vocab)
+        p = at_least_float32(out.logits[:, -1]).softmax(-1)  # (B, vocab)
         token = p.argmax(-1)
         tokens.append(token)
         probs.append(p)

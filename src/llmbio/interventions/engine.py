@@ -40,7 +40,14 @@ from torch import nn
 
 from llmbio.adapters import hooks, mlp_out_hook, replace_forward, resid_mid_hook
 from llmbio.attribution.attention import FROZEN_ATTENTION, use_attention
-from llmbio.attribution.replacement import Recording, check_transcoder, record
+from llmbio.attribution.replacement import (
+    Recording,
+    as_input_ids,
+    check_eval,
+    check_transcoder,
+    frozen_norm_forward,
+    record,
+)
 from llmbio.interventions.edits import Edit, LayerEdits, compile_edits
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
@@ -239,27 +246,9 @@ def spliced(
         if clean is not None and clean.freeze_attention:
             use_attention(stack, model, adapter, FROZEN_ATTENTION, clean.recording.patterns)
         for norm, scale in clean.frozen_norms if clean is not None else ():
-            forward = functools.partial(_frozen_norm, adapter.frozen_norm, norm, scale)
-            stack.enter_context(replace_forward(norm, forward))
+            stack.enter_context(replace_forward(norm, frozen_norm_forward(adapter, norm, scale)))
         stack.enter_context(hooks(model, points, adapter))
         yield state
-
-
-def _frozen_norm(frozen_norm, norm: nn.Module, scale: torch.Tensor, x: torch.Tensor, *_, **__):
-    return frozen_norm(norm, x, scale[:, : x.shape[-2]])
-
-
-def as_input_ids(input_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    """A 1-D long tensor ``(n,)`` from ``(n,)``, ``(1, n)`` or a list of ids."""
-    ids = torch.as_tensor(input_ids)
-    if ids.ndim == 2 and ids.shape[0] == 1:
-        ids = ids[0]
-    if ids.ndim != 1 or ids.numel() == 0 or ids.dtype != torch.long:
-        raise ValueError(
-            f"input_ids must be a non-empty 1-D long tensor (one prompt), got {tuple(ids.shape)} "
-            f"{ids.dtype}; intervene on one prompt at a time."
-        )
-    return ids
 
 
 def check_layers(layers: Iterable[int] | None, n_layers: int) -> frozenset[int]:
@@ -289,8 +278,7 @@ class Intervener:
         constrained_layers: Iterable[int] | None = None,
         freeze_final_norm: bool = False,
     ):
-        if model.training:
-            raise ValueError("The model is in training mode (dropout); call model.eval() first.")
+        check_eval(model)
         self.adapter = check_transcoder(model, clt)
         self.model, self.clt = model, clt
         self.device = next(model.parameters()).device
@@ -334,6 +322,10 @@ class Intervener:
         compiled = compile_batch([tuple(edits)], self.clt, self.n_pos)
         with spliced(self.model, self.clt, compiled, record=True, clean=self.clean) as state:
             logits = self.model(input_ids=self.input_ids[None], use_cache=False).logits[0]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         resid = torch.cat(state.resid)  # (L, n, D)
-        return PassOutput(logits, resid, torch.cat(state.acts))
+        return PassOutput(at_least_float32(logits), resid, torch.cat(state.acts))
+
+
+def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32, or in their own dtype where that is wider (float64)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
