@@ -4,6 +4,8 @@
 - :mod:`llmbio.studies.schema`: its JSON schema;
 - :mod:`llmbio.studies.runner`: runs ``studies/<name>/analysis.py`` (:func:`run_study`);
 - :mod:`llmbio.studies.claims`: checks claims against the measured tables.
+
+This is the framework every study shares; a study's own code is :mod:`llmbio.cases`.<name>.
 """
 
 from llmbio.studies.claims import CLAIM_COLUMNS, evaluate_claims, write_claims
