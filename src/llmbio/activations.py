@@ -21,10 +21,12 @@ when a hash of its ``sequence_id`` falls below ``eval_fraction``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
 
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from llmbio.adapters import get_adapter, mlp_out_hook, resid_mid_hook
+from llmbio.adapters import get_adapter, hooks, mlp_out_hook, resid_mid_hook
 
 FORMAT = "llmbio-activations/1"
 KINDS = ("resid_mid", "mlp_out")
@@ -68,34 +70,22 @@ class _StopForward(Exception):
 
 
 class _ActivationCapture:
-    """Forward hooks recording ``resid_mid`` and ``mlp_out`` of every layer, ``(B, T, D)`` each."""
+    """Hooks recording ``resid_mid`` and ``mlp_out`` of every layer, ``(B, T, D)`` each."""
 
     def __init__(self, model: nn.Module):
-        adapter = get_adapter(model)
-        self.n_layers = adapter.n_layers(model)
+        self.n_layers = get_adapter(model).n_layers(model)
         self.store: dict[str, torch.Tensor] = {}
-        self.handles = []
+        points = {}
         for layer in range(self.n_layers):
-            norm = adapter.layer_module(model, layer, adapter.mlp_in_norm)
-            out = adapter.layer_module(model, layer, adapter.mlp_out)
-            self.handles.append(norm.register_forward_pre_hook(self._pre(resid_mid_hook(layer))))
-            self.handles.append(out.register_forward_hook(self._post(mlp_out_hook(layer))))
+            points[resid_mid_hook(layer)] = functools.partial(self._keep, resid_mid_hook(layer))
+            points[mlp_out_hook(layer)] = functools.partial(self._keep, mlp_out_hook(layer))
+        self._stack = ExitStack()
+        self._stack.enter_context(hooks(model, points))
 
-    def _pre(self, name: str):
-        def hook(_module, args):
-            self.store[name] = args[0].detach()
-
-        return hook
-
-    def _post(self, name: str):
-        last = name == mlp_out_hook(self.n_layers - 1)
-
-        def hook(_module, _args, output):
-            self.store[name] = (output[0] if isinstance(output, tuple) else output).detach()
-            if last:
-                raise _StopForward
-
-        return hook
+    def _keep(self, name: str, x: torch.Tensor) -> None:
+        self.store[name] = x.detach()
+        if name == mlp_out_hook(self.n_layers - 1):
+            raise _StopForward
 
     def stacked(self, kind: str) -> torch.Tensor:
         """``(B, T, L, D)`` float32 activations of ``kind`` from the last forward pass (CPU)."""
@@ -104,8 +94,7 @@ class _ActivationCapture:
         return stacked.float().cpu()
 
     def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
+        self._stack.close()
 
 
 def _list_array(x: np.ndarray) -> pa.Array:

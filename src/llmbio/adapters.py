@@ -12,14 +12,26 @@ Hook names follow TransformerLens and are the same strings in code, files and pl
   ``post_feedforward_layernorm``.
 - ``hook_embed``: the residual stream entering block 0 (token embedding, scaled for Gemma-2, plus
   position embedding for GPT-2).
+- ``ln_final.hook_in`` and ``ln_final.hook_normalized``: the residual stream entering the final
+  norm and the norm's output (what the unembedding reads).
+
+:func:`hooks` reads or replaces the activations at these names for the duration of a ``with``
+block; :func:`hook_input`, :func:`hook_output` and :func:`replace_forward` do the same for any
+module (the norms, say). Every hook of the package goes through them.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+HookFn = Callable[[torch.Tensor], torch.Tensor | None]
+"""Sees the activation at a hook point, ``(B, n, D)``; a tensor it returns replaces it."""
 
 
 def resid_mid_hook(layer: int) -> str:
@@ -176,6 +188,102 @@ ADAPTERS: dict[str, Adapter] = {
         norm_kind="layernorm",
     ),
 }
+
+
+_LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.(hook_resid_mid|hook_mlp_out)$")
+
+
+def hook_site(
+    model: nn.Module, name: str, adapter: Adapter | None = None
+) -> tuple[nn.Module, bool]:
+    """The module behind hook point ``name`` and whether the point is its output (else its
+    first input); raises on names the model does not have."""
+    adapter = adapter or get_adapter(model)
+    if name == "hook_embed":
+        return adapter.get_layers(model)[0], False
+    if name in ("ln_final.hook_in", "ln_final.hook_normalized"):
+        return adapter.get_final_norm(model), name.endswith("normalized")
+    match = _LAYER_HOOK.match(name)
+    n_layers = adapter.n_layers(model)
+    if match is None or int(match[1]) >= n_layers:
+        raise ValueError(
+            f"Unknown hook point {name!r}; expected hook_embed, blocks.{{l}}.hook_resid_mid or "
+            f"blocks.{{l}}.hook_mlp_out (l < {n_layers}), ln_final.hook_in or "
+            "ln_final.hook_normalized."
+        )
+    layer = int(match[1])
+    if match[2] == "hook_resid_mid":
+        return adapter.layer_module(model, layer, adapter.mlp_in_norm), False
+    return adapter.layer_module(model, layer, adapter.mlp_out), True
+
+
+@contextmanager
+def hooks(
+    model: nn.Module, fns: Mapping[str, HookFn], adapter: Adapter | None = None
+) -> Iterator[None]:
+    """Within the block, ``fns[name]`` sees (and may replace) the activation at each named hook
+    point (see the module docstring), in every forward pass; the hooks go on exit."""
+    adapter = adapter or get_adapter(model)
+    with ExitStack() as stack:
+        for name, fn in fns.items():
+            module, is_output = hook_site(model, name, adapter)
+            stack.enter_context((hook_output if is_output else hook_input)(module, fn))
+        yield
+
+
+@contextmanager
+def hook_input(module: nn.Module, fn: HookFn) -> Iterator[None]:
+    """Within the block, ``fn`` sees (and may replace) ``module``'s first input."""
+
+    def hook(_module, args, kwargs):
+        key = None if args else "hidden_states" if "hidden_states" in kwargs else next(iter(kwargs))
+        new = fn(args[0] if args else kwargs[key])
+        if new is None:
+            return None
+        if args:
+            return (new, *args[1:]), kwargs
+        return args, {**kwargs, key: new}
+
+    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def hook_output(module: nn.Module, fn: HookFn) -> Iterator[None]:
+    """Within the block, ``fn`` sees (and may replace) ``module``'s output (the first element
+    of a tuple output)."""
+
+    def hook(_module, _args, output):
+        is_tuple = isinstance(output, tuple)
+        new = fn(output[0] if is_tuple else output)
+        if new is None:
+            return None
+        return (new, *output[1:]) if is_tuple else new
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def replace_forward(module: nn.Module, fn: Callable) -> Iterator[None]:
+    """Within the block, ``module(...)`` calls ``fn`` instead of its ``forward`` (hooks still
+    run); nested replacements unwind in order."""
+    had_own = "forward" in module.__dict__
+    old = module.__dict__.get("forward")
+    module.forward = fn
+    try:
+        yield
+    finally:
+        if had_own:
+            module.forward = old
+        else:
+            del module.forward
 
 
 def get_adapter(model: nn.Module) -> Adapter:

@@ -21,6 +21,8 @@ question the model never saw. Nothing about which feature means what is written 
 
 from __future__ import annotations
 
+import functools
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -35,14 +37,13 @@ from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
 from llmbio.studies import StudyContext
 from llmbio.studies.experiments import (
-    best_calibration,
     load_label_scores,
-    plot_calibration,
     plot_panel,
     resolve_supernodes,
     run_interventions,
 )
 from llmbio.studies.generic import run_declared
+from llmbio.studies.swaps import calibration_grid, choose, plot_calibration
 from llmbio.world import World
 from llmbio.world.geography import TWO_HOP_PROMPT
 
@@ -92,23 +93,22 @@ def calibrate(model, clt, tok, world: World, runs: ms.CityRuns, ranking: dict):
     most successful form (else the best (k, form) of the grid). Held-out cities play no part.
     """
     train = world.geography.train_cities()
-    rows = []
-    for k in ms.K_GRID:
-        nodes = ms.supernodes(ranking, k)
-        pairs = swap_pairs(world, runs, nodes, train)
-        want = torch.tensor([tok.convert_tokens_to_ids(p["donor_capital"]) for p in pairs])
-        for form in ms.FORMS:
-            probs = ms.swap_outcomes(model, clt, runs, [p["swap"] for p in pairs], form)
-            hits = (probs.argmax(-1) == want).float() if len(pairs) else torch.zeros(1)
-            rows.append({
-                "rule": CAL_RULE, "form": form, "k": k, "n_cases": len(pairs),
-                "mean_features": mean_size(pairs), "success_rate": float(hits.mean()),
-            })  # fmt: skip
-        if max(r["success_rate"] for r in rows) >= ms.SUCCESS_BAR:
-            break
-    grid = pd.DataFrame(rows)
-    best = best_calibration(grid, ms.SUCCESS_BAR)
-    grid["chosen"] = (grid["form"] == best["form"]) & (grid["k"] == best["k"])
+
+    @functools.cache
+    def cases(k: int) -> tuple[list[dict], torch.Tensor]:
+        pairs = swap_pairs(world, runs, ms.supernodes(ranking, k), train)
+        return pairs, torch.tensor([tok.convert_tokens_to_ids(p["donor_capital"]) for p in pairs])
+
+    def evaluate(k: int, rule: str, form: str) -> dict:
+        pairs, want = cases(k)
+        probs = ms.swap_outcomes(model, clt, runs, [p["swap"] for p in pairs], form)
+        hits = (probs.argmax(-1) == want).float() if len(pairs) else torch.zeros(1)
+        return {"n_cases": len(pairs), "mean_features": mean_size(pairs),
+                "success_rate": float(hits.mean())}  # fmt: skip
+
+    options = [{"rule": CAL_RULE, "form": form} for form in ms.FORMS]
+    grid = calibration_grid(ms.K_GRID, options, evaluate, ms.SUCCESS_BAR)
+    best = choose(grid, ms.SUCCESS_BAR, ["form", "k"])
     return grid, best["form"], int(best["k"])
 
 

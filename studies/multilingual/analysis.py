@@ -51,8 +51,8 @@ from llmbio.cases.multilingual.prompts import (
 from llmbio.cases.multilingual.swaps import SUCCESS_BAR, SwapRunner, swap_experiments
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.studies import StudyContext
-from llmbio.studies.experiments import plot_calibration
 from llmbio.studies.generic import run_declared
+from llmbio.studies.swaps import plot_calibration
 from llmbio.world.lexicon import LANGUAGES
 
 EXAMPLE = "small"  # the paper's operand; graphs are traced for its antonym prompts

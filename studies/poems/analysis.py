@@ -52,11 +52,11 @@ from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.studies import StudyContext
 from llmbio.studies.experiments import (
     load_label_scores,
-    plot_calibration,
     resolve_supernodes,
     run_interventions,
 )
 from llmbio.studies.generic import run_declared
+from llmbio.studies.swaps import plot_calibration
 
 # Fixed before any measurement on the held-out couplets (multihop's values: 8 features per
 # supernode, own plan x-2, donor plan at 2x its activation).

@@ -23,7 +23,7 @@ The model is restored on exit of every context, also on exceptions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -32,7 +32,15 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from llmbio.adapters import Adapter, get_adapter
+from llmbio.adapters import (
+    Adapter,
+    get_adapter,
+    hook_input,
+    hooks,
+    mlp_out_hook,
+    replace_forward,
+    resid_mid_hook,
+)
 from llmbio.attribution.attention import FROZEN_ATTENTION, RECORD_ATTENTION, use_attention
 from llmbio.transcoder.clt import CrossLayerTranscoder
 from llmbio.transcoder.io import check_compatible
@@ -66,50 +74,29 @@ class FrozenOutputs(NamedTuple):
     logits: torch.Tensor  # (B, n, vocab)
 
 
-def _as_ids(input_ids: torch.Tensor) -> torch.Tensor:
+def as_input_ids(input_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
+    """A 1-D long tensor ``(n,)`` from ``(n,)``, ``(1, n)`` or a list of ids."""
     ids = torch.as_tensor(input_ids)
     if ids.ndim == 2 and ids.shape[0] == 1:
         ids = ids[0]
-    if ids.ndim != 1 or ids.dtype != torch.long or ids.numel() == 0:
-        raise ValueError(f"input_ids must be a non-empty 1-D long tensor, got {tuple(ids.shape)}.")
+    if ids.ndim != 1 or ids.numel() == 0 or ids.dtype != torch.long:
+        raise ValueError(
+            f"input_ids must be a non-empty 1-D long tensor (one prompt), got {tuple(ids.shape)} "
+            f"{ids.dtype}; pass one prompt at a time."
+        )
     return ids
-
-
-def _swap_forward(stack: ExitStack, module: nn.Module, fn: Callable) -> None:
-    """Make ``module(...)`` call ``fn`` until ``stack`` closes (LIFO, so nested swaps unwind)."""
-    had_own = "forward" in module.__dict__
-    old = module.__dict__.get("forward")
-    module.forward = fn
-
-    def restore() -> None:
-        if had_own:
-            module.forward = old
-        else:
-            del module.forward
-
-    stack.callback(restore)
-
-
-def _pre_hook(stack: ExitStack, module: nn.Module, fn: Callable) -> None:
-    """Forward pre-hook ``fn(first_input) -> replacement or None`` on the module's first input."""
-
-    def hook(mod, args, kwargs):
-        x = args[0] if args else kwargs["hidden_states"]
-        new = fn(x)
-        if new is None:
-            return None
-        if args:
-            return (new, *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": new}
-
-    stack.callback(module.register_forward_pre_hook(hook, with_kwargs=True).remove)
 
 
 def _store_scale(adapter: Adapter, norm: nn.Module, scales: list, i: int, x: torch.Tensor) -> None:
     scales[i] = adapter.norm_scale(norm, x).detach()
 
 
-def _check_eval(model: nn.Module) -> None:
+def _setter(store: list, i: int, x: torch.Tensor) -> None:
+    store[i] = x[0]
+
+
+def check_eval(model: nn.Module) -> None:
+    """Raises unless ``model`` is in eval mode (dropout would make every pass differ)."""
     if model.training:
         raise ValueError("The model is in training mode (dropout); call model.eval() first.")
 
@@ -117,31 +104,23 @@ def _check_eval(model: nn.Module) -> None:
 @torch.no_grad()
 def record(model: nn.Module, input_ids: torch.Tensor) -> Recording:
     """Run the real model on ``input_ids`` ``(n,)`` and record what the replacement model needs."""
-    _check_eval(model)
-    adapter, ids = get_adapter(model), _as_ids(input_ids)
+    check_eval(model)
+    adapter, ids = get_adapter(model), as_input_ids(input_ids)
     n_layers = adapter.n_layers(model)
     patterns: list = [None] * n_layers
     norms = adapter.all_norms(model)
     scales: list = [None] * len(norms)
     embed, resid_mid, mlp_out, final = [], [None] * n_layers, [None] * n_layers, []
+    points = {"hook_embed": lambda x: embed.append(x[0])}
+    for layer in range(n_layers):
+        points[resid_mid_hook(layer)] = partial(_setter, resid_mid, layer)
+        points[mlp_out_hook(layer)] = partial(_setter, mlp_out, layer)
+    points["ln_final.hook_in"] = lambda x: final.append(x[0])
     with ExitStack() as stack:
         use_attention(stack, model, adapter, RECORD_ATTENTION, patterns)
         for i, norm in enumerate(norms):
-            _pre_hook(stack, norm, partial(_store_scale, adapter, norm, scales, i))
-        _pre_hook(stack, adapter.get_layers(model)[0], lambda x: embed.append(x[0]))
-        _pre_hook(stack, adapter.get_final_norm(model), lambda x: final.append(x[0]))
-        for layer in range(n_layers):
-            _pre_hook(
-                stack,
-                adapter.layer_module(model, layer, adapter.mlp_in_norm),
-                lambda x, layer=layer: resid_mid.__setitem__(layer, x[0]),
-            )
-            mod = adapter.layer_module(model, layer, adapter.mlp_out)
-            stack.callback(
-                mod.register_forward_hook(
-                    lambda m, a, out, layer=layer: mlp_out.__setitem__(layer, out[0])
-                ).remove
-            )
+            stack.enter_context(hook_input(norm, partial(_store_scale, adapter, norm, scales, i)))
+        stack.enter_context(hooks(model, points, adapter))
         logits = model(input_ids=ids[None].to(_device(model)), use_cache=False).logits[0]
     if any(p is None for p in patterns):
         raise RuntimeError(
@@ -164,11 +143,18 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def frozen_norm_forward(
+    adapter: Adapter, norm: nn.Module, scale: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A ``forward`` for ``norm`` that divides by its recorded factors ``scale`` ``(1, n, 1)``
+    (:func:`llmbio.adapters.replace_forward` installs it); a prefix input ``(B, m, D)`` uses
+    the first ``m``."""
+    return partial(_frozen_norm, adapter, norm, scale)
+
+
 def _frozen_norm(
     adapter: Adapter, norm: nn.Module, scale: torch.Tensor, x: torch.Tensor
 ) -> torch.Tensor:
-    """``norm`` with its recorded factors ``(1, n, 1)``; a prefix input ``(B, m, D)`` uses the
-    first ``m``."""
     return adapter.frozen_norm(norm, x, scale[:, : x.shape[-2]])
 
 
@@ -226,7 +212,7 @@ class FrozenModel:
 @contextmanager
 def frozen(model: nn.Module, recording: Recording) -> Iterator[FrozenModel]:
     """Freeze ``model`` at ``recording`` for the duration of the context (see module docstring)."""
-    _check_eval(model)
+    check_eval(model)
     adapter = get_adapter(model)
     if adapter.n_layers(model) != recording.n_layers:
         raise ValueError("The recording was made on a model with a different number of layers.")
@@ -234,26 +220,21 @@ def frozen(model: nn.Module, recording: Recording) -> Iterator[FrozenModel]:
     with ExitStack() as stack:
         use_attention(stack, model, adapter, FROZEN_ATTENTION, recording.patterns)
         for norm, scale in zip(adapter.all_norms(model), recording.norm_scales, strict=True):
-            _swap_forward(stack, norm, partial(_frozen_norm, adapter, norm, scale))
+            stack.enter_context(replace_forward(norm, frozen_norm_forward(adapter, norm, scale)))
+        points = {"hook_embed": lambda x: fm._embed}
         for layer in range(recording.n_layers):
-            _swap_forward(
-                stack,
-                adapter.layer_module(model, layer, adapter.mlp_out),
-                lambda *a, layer=layer, **k: fm.mlp_value(layer),
+            stack.enter_context(
+                replace_forward(
+                    adapter.layer_module(model, layer, adapter.mlp_out),
+                    lambda *a, layer=layer, **k: fm.mlp_value(layer),
+                )
             )
             if adapter.mlp_inner is not None:  # its output is discarded: do not compute it
                 inner = adapter.layer_module(model, layer, adapter.mlp_inner)
-                _swap_forward(stack, inner, lambda x, *a, **k: x)
-            _pre_hook(
-                stack,
-                adapter.layer_module(model, layer, adapter.mlp_in_norm),
-                lambda x, layer=layer: fm._resid_mid.__setitem__(layer, x),
-            )
-        _pre_hook(stack, adapter.get_layers(model)[0], lambda x: fm._embed)
-        final_norm = adapter.get_final_norm(model)
-        stack.callback(
-            final_norm.register_forward_hook(lambda m, a, out: fm._final.append(out)).remove
-        )
+                stack.enter_context(replace_forward(inner, lambda x, *a, **k: x))
+            points[resid_mid_hook(layer)] = partial(fm._resid_mid.__setitem__, layer)
+        points["ln_final.hook_normalized"] = lambda out: fm._final.append(out)  # a new list per run
+        stack.enter_context(hooks(model, points, adapter))
         flags = [(p, p.requires_grad) for p in model.parameters()]
         stack.callback(lambda: [p.requires_grad_(f) for p, f in flags])
         for p, _ in flags:

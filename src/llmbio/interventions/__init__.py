@@ -1,6 +1,7 @@
 """Feature interventions on the real forward pass: edits, modes, experiments and the CLI.
 
-See :mod:`llmbio.interventions.engine` for how edits enter the model,
+See :mod:`llmbio.interventions.engine` for how edits enter the model (the one splice every
+intervention runs through, and :class:`Intervener` for one prompt in one mode),
 :mod:`llmbio.interventions.run` for the results table and :mod:`llmbio.interventions.batched`
 for batches of prompts, each with its own edits.
 """

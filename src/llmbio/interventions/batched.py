@@ -1,24 +1,12 @@
-"""Feature edits on a batch of equal-length prompts, each prompt with its own edits: the one
-batched splice of the transcoder into the real model.
+"""Feature edits on a batch of equal-length prompts, each prompt with its own edits, through
+the one splice of :mod:`llmbio.interventions.engine` (in its unconstrained mode).
 
-The batched twin of :class:`llmbio.interventions.Intervener` in its default (unconstrained)
-mode: at every layer ``l`` a pre-hook on the MLP's input norm encodes ``hook_resid_mid`` with
-the transcoder into activations ``a`` ``(B, n, F)``, applies each prompt's edits to the live
-activations (``new = scale * a + offset``) and adds ``(new - a) W_dec[l -> l']`` to every MLP
-output ``l' >= l``, so later layers see the edit through the real MLPs, attention and norms.
-One forward pass then serves many prompts, which is what makes sweeps (edits x prompts x
-positions) and greedy generation under edits affordable on a CPU, where a small model's forward
-pass costs about the same for one prompt as for a hundred.
-
-Edits come in two layouts:
-
-- per prompt, a list of :class:`~llmbio.interventions.Edit` (:func:`run_batch`,
-  :func:`generate_batch`), compiled to the edited entries only; their decoder rows are fetched
-  with ``clt.decoder_rows``, so offloaded decoders work;
-- :class:`DenseEdits`: one ``scale`` and ``offset`` per (prompt, layer, position, feature), for
-  sweeps that edit many entries per prompt, and for :func:`feature_effects` /
-  :func:`feature_gradients`, the gradient of a metric with respect to every ``scale`` /
-  ``offset`` (they use the whole decoder).
+One forward pass serves many prompts, which is what makes sweeps (edits x prompts x positions)
+and greedy generation under edits affordable on a CPU, where a small model's forward pass
+costs about the same for one prompt as for a hundred. Edits are listed per prompt
+(:func:`run_batch`, :func:`generate_batch`) or :class:`~llmbio.interventions.engine.DenseEdits`;
+:func:`feature_effects` / :func:`feature_gradients` take the gradient of a metric with respect
+to every dense ``scale`` / ``offset``.
 
 Prompts must have the same length: there is no attention mask, so right padding is harmless
 only to the positions before it (causal attention). Positions ``None`` mean every position but
@@ -32,15 +20,22 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
-from contextlib import ExitStack
 from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
 
-from llmbio.attribution.replacement import check_transcoder
-from llmbio.interventions.edits import Edit, LayerEdits, check_feature, compile_edits
-from llmbio.interventions.engine import hook_layers
+from llmbio.attribution.replacement import check_eval
+from llmbio.interventions.edits import Edit, LayerEdits, check_feature
+from llmbio.interventions.engine import (
+    BatchEdits,
+    DenseEdits,
+    Entries,
+    at_least_float32,
+    compile_batch,
+    spliced,
+    stack_compiled,
+)
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # last-position logits (B, V) -> (B,)
@@ -52,126 +47,6 @@ class BatchPass(NamedTuple):
 
     logits: torch.Tensor  # (B, n, vocab), at least float32
     activations: torch.Tensor | None  # (B, L, n, F) edited transcoder activations, if recorded
-
-
-class DenseEdits(NamedTuple):
-    """``new = scale * a + offset`` at every entry, ``(B, L, n, F)`` each (``n = 1`` in a
-    ``last_only`` pass). Scale 1 and offset 0 leave an entry as it is."""
-
-    scale: torch.Tensor
-    offset: torch.Tensor
-
-    @classmethod
-    def identity(cls, clt: CrossLayerTranscoder, batch: int, n_pos: int) -> DenseEdits:
-        """Edits that change nothing (ones, zeros), to be filled in."""
-        shape = (batch, clt.n_layers, n_pos, clt.n_features)
-        dtype, device = clt.W_enc.dtype, clt.W_enc.device
-        ones = torch.ones(shape, dtype=dtype, device=device)
-        return cls(ones, torch.zeros(shape, dtype=dtype, device=device))
-
-    @classmethod
-    def setting(cls, mask: torch.Tensor, values: torch.Tensor, dtype: torch.dtype) -> DenseEdits:
-        """Set the entries where ``mask`` is true to ``values`` (both ``(B, L, n, F)``)."""
-        return cls((~mask).to(dtype), torch.where(mask, values, 0).to(dtype))
-
-
-class _Entries(NamedTuple):
-    """The edited entries of one layer over the batch, ``E`` of them."""
-
-    batch: torch.Tensor  # (E,) long
-    positions: torch.Tensor  # (E,) long
-    features: torch.Tensor  # (E,) long
-    scale: torch.Tensor  # (E,)
-    offset: torch.Tensor  # (E,)
-
-
-BatchEdits = dict[int, _Entries] | DenseEdits | None
-
-
-def compile_batch(
-    edits: Sequence[Sequence[Edit]], clt: CrossLayerTranscoder, n_pos: int
-) -> dict[int, _Entries]:
-    """Per layer, every prompt's compiled edits stacked with their prompt index."""
-    return stack_compiled(
-        [compile_edits(chosen, clt.n_layers, clt.n_features, n_pos) for chosen in edits]
-    )
-
-
-def stack_compiled(compiled: Sequence[dict[int, LayerEdits]]) -> dict[int, _Entries]:
-    """Per layer, the prompts' compiled edits (:func:`~llmbio.interventions.edits.compile_edits`,
-    one dict per prompt) stacked with their prompt index."""
-    parts: dict[int, list[tuple]] = {}
-    for b, per_layer in enumerate(compiled):
-        for layer, e in per_layer.items():
-            parts.setdefault(layer, []).append((torch.full_like(e.positions, b), *e))
-    return {
-        layer: _Entries(*(torch.cat(column) for column in zip(*rows, strict=True)))
-        for layer, rows in parts.items()
-    }
-
-
-class _Splice:
-    """Hook state of one pass: the decoder outputs queued per layer, the activations recorded."""
-
-    def __init__(self, clt: CrossLayerTranscoder, edits: BatchEdits, record: bool, last: bool):
-        self.clt, self.edits, self.record = clt, edits, record
-        self.window = slice(-1, None) if last else slice(None)  # the positions the CLT reads
-        self.pending: list[torch.Tensor | None] = [None] * clt.n_layers
-        self.acts: list[torch.Tensor | None] = [None] * clt.n_layers
-
-    def read(self, layer: int, _module, args, kwargs):
-        dense = isinstance(self.edits, DenseEdits)
-        sparse = isinstance(self.edits, dict) and layer in self.edits
-        if not (dense or sparse or self.record):
-            return
-        x = (args[0] if args else kwargs["hidden_states"])[:, self.window]  # (B, n, D)
-        acts = self.clt.encode(x.detach().to(self.clt.W_enc.dtype), layer)  # (B, n, F)
-        if dense:
-            acts = self._dense(layer, acts)
-        elif sparse:
-            acts = self._sparse(layer, acts)
-        if self.record:
-            self.acts[layer] = acts.detach()
-
-    def _sparse(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
-        b, pos, feat, scale, offset = (t.to(acts.device) for t in self.edits[layer])
-        old = acts[b, pos, feat]
-        new = scale.to(old.dtype) * old + offset.to(old.dtype)
-        acts = acts.clone()
-        acts[b, pos, feat] = new
-        rows = self.clt.decoder_rows(layer, feat)  # (E, n_targets, D)
-        for j, target in enumerate(self.clt.target_layers(layer)):
-            vectors = (new - old)[:, None] * rows[:, j].to(new.dtype)  # (E, D)
-            self._queued(target, acts).index_put_((b, pos), vectors, accumulate=True)
-        return acts
-
-    def _dense(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
-        scale, offset = self.edits.scale[:, layer], self.edits.offset[:, layer]  # (B, n, F)
-        new = scale * acts + offset
-        if scale.requires_grad or offset.requires_grad:  # the gradient needs every entry
-            pos = torch.arange(acts.shape[1], device=acts.device)
-        else:  # only positions with an edit change the MLP outputs
-            pos = ((scale != 1) | (offset != 0)).any(2).any(0).nonzero().flatten()
-        if pos.numel():
-            delta = (new - acts)[:, pos]  # (B, n_edited, F)
-            for target in self.clt.target_layers(layer):
-                vectors = delta @ self.clt.decoder_to(layer, target)  # (B, n_edited, D)
-                self._queued(target, acts).index_add_(1, pos, vectors)
-        return new
-
-    def _queued(self, target: int, acts: torch.Tensor) -> torch.Tensor:
-        """What is queued for ``target``'s MLP output, ``(B, n, D)``; zeros at first."""
-        if self.pending[target] is None:
-            self.pending[target] = acts.new_zeros(*acts.shape[:2], self.clt.d_model)
-        return self.pending[target]
-
-    def write(self, layer: int, _module, _args, output):
-        if self.pending[layer] is None:
-            return None
-        y = output[0] if isinstance(output, tuple) else output  # (B, n, D)
-        new = y.clone()
-        new[:, self.window] += self.pending[layer].to(y.dtype)
-        return (new, *output[1:]) if isinstance(output, tuple) else new
 
 
 def spliced_pass(
@@ -190,22 +65,10 @@ def spliced_pass(
     kwargs = _prefix_cache(model, ids[:, :prefix_len]) if prefix_len else {"use_cache": False}
     if last_only:
         kwargs["logits_to_keep"] = 1
-    out, hooks = _spliced_call(model, clt, ids[:, prefix_len:], edits, record, last_only, kwargs)
-    acts = torch.stack(hooks.acts, dim=1) if record else None
-    return BatchPass(_at_least_float32(out.logits), acts)
-
-
-def _spliced_call(model, clt, ids, edits: BatchEdits, record: bool, last: bool, kwargs: dict):
-    """The model's output on ``ids`` with the transcoder spliced in, and the splice's hooks."""
-    adapter = check_transcoder(model, clt)
-    hooks = _Splice(clt, edits, record, last)
-    with ExitStack() as stack:
-        hook_layers(stack, model, adapter, clt.n_layers, hooks.read, hooks.write)
-        return model(input_ids=ids, **kwargs), hooks
-
-
-def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
-    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+    with spliced(model, clt, edits, record=record, last_only=last_only) as state:
+        out = model(input_ids=ids[:, prefix_len:], **kwargs)
+    acts = torch.stack(state.acts, dim=1) if record else None
+    return BatchPass(at_least_float32(out.logits), acts)
 
 
 def _with_cache(model: nn.Module, cache) -> dict:
@@ -273,7 +136,7 @@ def run_compiled(
     return spliced_pass(model, clt, ids, entries)
 
 
-def _check_entries(layer: int, e: _Entries, clt: CrossLayerTranscoder, n_pos: int) -> None:
+def _check_entries(layer: int, e: Entries, clt: CrossLayerTranscoder, n_pos: int) -> None:
     """Raise on a compiled layer, position or feature the pass does not have."""
     check_feature(layer, 0, clt.n_layers, clt.n_features)
     for name, values, size in (
@@ -285,8 +148,7 @@ def _check_entries(layer: int, e: _Entries, clt: CrossLayerTranscoder, n_pos: in
 
 
 def _check(model: nn.Module, clt, input_ids, edits, last_only: bool = False) -> torch.Tensor:
-    if model.training:
-        raise ValueError("The model is in training mode (dropout); call model.eval() first.")
+    check_eval(model)
     ids = torch.as_tensor(input_ids)
     if ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, n_tokens), got {tuple(ids.shape)}")
@@ -332,9 +194,10 @@ def generate_batch(
         if cache is not None:  # only the newest token runs: its edits, moved to position 0
             step = _at_position(step, n - 1)
         new_ids = ids if cache is None else ids[:, -1:]
-        out, _ = _spliced_call(model, clt, new_ids, step, False, False, _with_cache(model, cache))
+        with spliced(model, clt, step):
+            out = model(input_ids=new_ids, **_with_cache(model, cache))
         cache = _cache_of(out)
-        p = _at_least_float32(out.logits[:, -1]).softmax(-1)  # (B, vocab)
+        p = at_least_float32(out.logits[:, -1]).softmax(-1)  # (B, vocab)
         token = p.argmax(-1)
         tokens.append(token)
         probs.append(p)
@@ -342,13 +205,13 @@ def generate_batch(
     return torch.stack(tokens, 1), torch.stack(probs, 1)
 
 
-def _at_position(entries: dict[int, _Entries], position: int) -> dict[int, _Entries]:
+def _at_position(entries: dict[int, Entries], position: int) -> dict[int, Entries]:
     """The compiled entries at ``position``, for a pass of that one position (index 0)."""
     out = {}
     for layer, e in entries.items():
         keep = e.positions == position
         if keep.any():
-            out[layer] = _Entries(
+            out[layer] = Entries(
                 e.batch[keep], torch.zeros_like(e.positions[keep]), e.features[keep],
                 e.scale[keep], e.offset[keep],
             )  # fmt: skip

@@ -1,9 +1,11 @@
-"""Feature interventions on the real forward pass of a Hugging Face model, via forward hooks.
+"""The splice: transcoder feature edits inside the real forward pass of a batch of prompts.
 
-At every layer ``l`` a pre-hook on the MLP's input norm reads ``blocks.{l}.hook_resid_mid``,
-encodes it with the transcoder, applies the layer's edits (``new = scale * a + offset``) and
-queues ``(new - a) W_dec[l -> l']`` for every MLP output ``l' >= l`` the feature writes to; a
-hook on the MLP output adds what is queued. Modes:
+At every layer ``l`` the hook at ``blocks.{l}.hook_resid_mid`` encodes the residual stream with
+the transcoder into activations ``a`` ``(B, n, F)``, applies each prompt's edits
+(``new = scale * a + offset``) and queues ``(new - a) W_dec[l -> l']`` for every MLP output
+``l' >= l`` the feature writes to; the hook at ``blocks.{l'}.hook_mlp_out`` adds what is queued.
+Every intervention of the package (one prompt or many, edits listed or dense, generation,
+gradients) runs through :func:`spliced`. Modes, given by a clean pass of the prompt:
 
 - **unconstrained** (default): ``a`` is computed from the live (already edited) residual
   stream, so edits downstream of other edits see their effects; the real MLPs run as usual.
@@ -18,21 +20,34 @@ hook on the MLP output adds what is queued. Modes:
 - ``freeze_final_norm``: the final norm divides by its clean denominator, as the attribution
   graph's logit nodes do. An edit then cannot rescale every logit by changing the final
   residual's norm (the output "temperature"), an effect the graph holds fixed by construction.
+
+Edits come in two layouts: the edited entries only (:func:`compile_batch` of
+:class:`~llmbio.interventions.Edit` lists; their decoder rows are fetched with
+``clt.decoder_rows``, so offloaded decoders work), or :class:`DenseEdits`, one ``scale`` and
+``offset`` per (prompt, layer, position, feature), for sweeps and for gradients with respect to
+every edit (they use the whole decoder).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import ExitStack
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from llmbio.adapters import Adapter
+from llmbio.adapters import hooks, mlp_out_hook, replace_forward, resid_mid_hook
 from llmbio.attribution.attention import FROZEN_ATTENTION, use_attention
-from llmbio.attribution.replacement import Recording, check_transcoder, record
+from llmbio.attribution.replacement import (
+    Recording,
+    as_input_ids,
+    check_eval,
+    check_transcoder,
+    frozen_norm_forward,
+    record,
+)
 from llmbio.interventions.edits import Edit, LayerEdits, compile_edits
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
@@ -45,17 +60,195 @@ class PassOutput(NamedTuple):
     activations: torch.Tensor  # (L, n, F): transcoder activations, edited entries as edited
 
 
-def as_input_ids(input_ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
-    """A 1-D long tensor ``(n,)`` from ``(n,)``, ``(1, n)`` or a list of ids."""
-    ids = torch.as_tensor(input_ids)
-    if ids.ndim == 2 and ids.shape[0] == 1:
-        ids = ids[0]
-    if ids.ndim != 1 or ids.numel() == 0 or ids.dtype != torch.long:
-        raise ValueError(
-            f"input_ids must be a non-empty 1-D long tensor (one prompt), got {tuple(ids.shape)} "
-            f"{ids.dtype}; intervene on one prompt at a time."
-        )
-    return ids
+class DenseEdits(NamedTuple):
+    """``new = scale * a + offset`` at every entry, ``(B, L, n, F)`` each (``n = 1`` in a
+    ``last_only`` pass). Scale 1 and offset 0 leave an entry as it is."""
+
+    scale: torch.Tensor
+    offset: torch.Tensor
+
+    @classmethod
+    def identity(cls, clt: CrossLayerTranscoder, batch: int, n_pos: int) -> DenseEdits:
+        """Edits that change nothing (ones, zeros), to be filled in."""
+        shape = (batch, clt.n_layers, n_pos, clt.n_features)
+        dtype, device = clt.W_enc.dtype, clt.W_enc.device
+        ones = torch.ones(shape, dtype=dtype, device=device)
+        return cls(ones, torch.zeros(shape, dtype=dtype, device=device))
+
+    @classmethod
+    def setting(cls, mask: torch.Tensor, values: torch.Tensor, dtype: torch.dtype) -> DenseEdits:
+        """Set the entries where ``mask`` is true to ``values`` (both ``(B, L, n, F)``)."""
+        return cls((~mask).to(dtype), torch.where(mask, values, 0).to(dtype))
+
+
+class Entries(NamedTuple):
+    """The edited entries of one layer over the batch, ``E`` of them."""
+
+    batch: torch.Tensor  # (E,) long
+    positions: torch.Tensor  # (E,) long
+    features: torch.Tensor  # (E,) long
+    scale: torch.Tensor  # (E,)
+    offset: torch.Tensor  # (E,)
+
+
+BatchEdits = dict[int, Entries] | DenseEdits | None
+
+
+def compile_batch(
+    edits: Sequence[Sequence[Edit]], clt: CrossLayerTranscoder, n_pos: int
+) -> dict[int, Entries]:
+    """Per layer, the edited entries of every prompt (``edits[b]`` are prompt ``b``'s)."""
+    return stack_compiled(
+        [compile_edits(chosen, clt.n_layers, clt.n_features, n_pos) for chosen in edits]
+    )
+
+
+def stack_compiled(compiled: Sequence[dict[int, LayerEdits]]) -> dict[int, Entries]:
+    """Per layer, the prompts' compiled edits (:func:`~llmbio.interventions.edits.compile_edits`,
+    one dict per prompt) stacked with their prompt index."""
+    parts: dict[int, list[tuple]] = {}
+    for b, per_layer in enumerate(compiled):
+        for layer, e in per_layer.items():
+            parts.setdefault(layer, []).append((torch.full_like(e.positions, b), *e))
+    return {
+        layer: Entries(*(torch.cat(column) for column in zip(*rows, strict=True)))
+        for layer, rows in parts.items()
+    }
+
+
+class Clean(NamedTuple):
+    """The clean pass of one prompt, which the modes hold parts of the edited pass at."""
+
+    recording: Recording
+    acts: torch.Tensor  # (L, n, F) transcoder activations
+    constrained: frozenset[int]  # layers whose MLP outputs are the clean ones
+    freeze_attention: bool
+    frozen_norms: tuple[tuple[nn.Module, torch.Tensor], ...]  # (norm, clean factor (1, n, 1))
+
+
+class Splice:
+    """Hook state of one pass: the decoder outputs queued per layer, what is recorded."""
+
+    def __init__(
+        self,
+        clt: CrossLayerTranscoder,
+        edits: BatchEdits,
+        record: bool,
+        last: bool,
+        clean: Clean | None,
+    ):
+        self.clt, self.edits, self.record, self.clean = clt, edits, record, clean
+        self.constrained = clean.constrained if clean is not None else frozenset()
+        self.window = slice(-1, None) if last else slice(None)  # the positions the CLT reads
+        self.pending: list[torch.Tensor | None] = [None] * clt.n_layers
+        self.acts: list[torch.Tensor | None] = [None] * clt.n_layers
+        self.resid: list[torch.Tensor | None] = [None] * clt.n_layers
+
+    def read(self, layer: int, hidden: torch.Tensor) -> None:
+        dense = isinstance(self.edits, DenseEdits)
+        sparse = isinstance(self.edits, dict) and layer in self.edits
+        if self.record or layer in self.constrained:
+            self.resid[layer] = hidden[:, self.window].detach()
+        if not (dense or sparse or self.record):
+            return
+        x = hidden[:, self.window]  # (B, n, D)
+        acts = self.clt.encode(x.detach().to(self.clt.W_enc.dtype), layer)  # (B, n, F)
+        if dense:
+            acts = self._dense(layer, acts)
+        elif sparse:
+            base = self.clean.acts[layer][None] if layer in self.constrained else acts
+            acts = self._sparse(layer, acts, base)
+        if self.record:
+            self.acts[layer] = acts.detach()
+
+    def _sparse(self, layer: int, acts: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """Edit entries of ``base`` (the live ``acts`` or the clean ones); the edited values
+        replace those entries of ``acts``."""
+        b, pos, feat, scale, offset = (t.to(acts.device) for t in self.edits[layer])
+        old = base[b, pos, feat]
+        new = scale.to(old.dtype) * old + offset.to(old.dtype)
+        acts = acts.clone()
+        acts[b, pos, feat] = new
+        rows = self.clt.decoder_rows(layer, feat)  # (E, n_targets, D)
+        for j, target in enumerate(self.clt.target_layers(layer)):
+            vectors = (new - old)[:, None] * rows[:, j].to(new.dtype)  # (E, D)
+            self._queued(target, acts).index_put_((b, pos), vectors, accumulate=True)
+        return acts
+
+    def _dense(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
+        scale, offset = self.edits.scale[:, layer], self.edits.offset[:, layer]  # (B, n, F)
+        new = scale * acts + offset
+        if scale.requires_grad or offset.requires_grad:  # the gradient needs every entry
+            pos = torch.arange(acts.shape[1], device=acts.device)
+        else:  # only positions with an edit change the MLP outputs
+            pos = ((scale != 1) | (offset != 0)).any(2).any(0).nonzero().flatten()
+        if pos.numel():
+            delta = (new - acts)[:, pos]  # (B, n_edited, F)
+            for target in self.clt.target_layers(layer):
+                vectors = delta @ self.clt.decoder_to(layer, target)  # (B, n_edited, D)
+                self._queued(target, acts).index_add_(1, pos, vectors)
+        return new
+
+    def _queued(self, target: int, acts: torch.Tensor) -> torch.Tensor:
+        """What is queued for ``target``'s MLP output, ``(B, n, D)``; zeros at first."""
+        if self.pending[target] is None:
+            self.pending[target] = acts.new_zeros(*acts.shape[:2], self.clt.d_model)
+        return self.pending[target]
+
+    def write(self, layer: int, y: torch.Tensor) -> torch.Tensor | None:
+        """The MLP output ``y`` ``(B, n, D)`` as the pass continues with it (None: as it is)."""
+        if layer in self.constrained:
+            new = self._clean_output(layer, y)
+        elif self.pending[layer] is None:
+            return None
+        else:
+            new = y.clone()
+        if self.pending[layer] is not None:
+            new[:, self.window] += self.pending[layer].to(y.dtype)
+        return new
+
+    def _clean_output(self, layer: int, y: torch.Tensor) -> torch.Tensor:
+        """The clean MLP output, with the skip path (if any) live."""
+        new = self.clean.recording.mlp_out[layer][None].expand_as(y).clone()
+        if self.clt.W_skip is not None:
+            live, clean = self.resid[layer], self.clean.recording.resid_mid[layer]
+            dtype = self.clt.W_skip.dtype
+            diff = self.clt.skip(live.to(dtype), layer) - self.clt.skip(clean.to(dtype), layer)
+            new += diff.to(y.dtype)
+        return new
+
+
+@contextmanager
+def spliced(
+    model: nn.Module,
+    clt: CrossLayerTranscoder,
+    edits: BatchEdits = None,
+    *,
+    record: bool = False,
+    last_only: bool = False,
+    clean: Clean | None = None,
+) -> Iterator[Splice]:
+    """Within the block, ``model``'s forward passes run with ``clt`` spliced in and ``edits``
+    applied (compiled: :func:`compile_batch`, or :class:`DenseEdits`); the yielded state holds
+    what a pass recorded (``record``: activations ``acts[l]`` ``(B, n, F)`` and the residual
+    ``resid[l]`` ``(B, n, D)``). ``last_only``: the transcoder reads, edits and records the
+    last position only. ``clean``, the clean pass of the one prompt that runs
+    (:attr:`Intervener.clean`), sets the modes."""
+    adapter = check_transcoder(model, clt)
+    if clean is not None and (last_only or isinstance(edits, DenseEdits)):
+        raise ValueError("constrained and frozen modes take listed edits of every position")
+    state = Splice(clt, edits, record, last_only, clean)
+    points = {}
+    for layer in range(clt.n_layers):
+        points[resid_mid_hook(layer)] = functools.partial(state.read, layer)
+        points[mlp_out_hook(layer)] = functools.partial(state.write, layer)
+    with ExitStack() as stack:
+        if clean is not None and clean.freeze_attention:
+            use_attention(stack, model, adapter, FROZEN_ATTENTION, clean.recording.patterns)
+        for norm, scale in clean.frozen_norms if clean is not None else ():
+            stack.enter_context(replace_forward(norm, frozen_norm_forward(adapter, norm, scale)))
+        stack.enter_context(hooks(model, points, adapter))
+        yield state
 
 
 def check_layers(layers: Iterable[int] | None, n_layers: int) -> frozenset[int]:
@@ -69,96 +262,8 @@ def check_layers(layers: Iterable[int] | None, n_layers: int) -> frozenset[int]:
     return chosen
 
 
-def hook_layers(
-    stack: ExitStack,
-    model: nn.Module,
-    adapter: Adapter,
-    n_layers: int,
-    read: Callable[..., None],
-    write: Callable[..., object],
-) -> None:
-    """Until ``stack`` closes, call ``read(layer, module, args, kwargs)`` before every layer's MLP
-    input norm (its input is ``hook_resid_mid``) and ``write(layer, module, args, output)`` after
-    its MLP (``hook_mlp_out``; a return value other than None replaces the output)."""
-    for layer in range(n_layers):
-        norm = adapter.layer_module(model, layer, adapter.mlp_in_norm)
-        out = adapter.layer_module(model, layer, adapter.mlp_out)
-        pre_hook = functools.partial(read, layer)
-        stack.callback(norm.register_forward_pre_hook(pre_hook, with_kwargs=True).remove)
-        stack.callback(out.register_forward_hook(functools.partial(write, layer)).remove)
-
-
-class _Pass:
-    """Hook state of one edited forward pass (see the module docstring)."""
-
-    def __init__(
-        self,
-        clt: CrossLayerTranscoder,
-        edits: dict[int, LayerEdits],
-        clean: _Clean | None,
-        constrained: frozenset[int],
-        n_pos: int,
-    ):
-        self.clt, self.edits, self.clean, self.constrained = clt, edits, clean, constrained
-        n_layers = clt.n_layers
-        self.pending: list[torch.Tensor | None] = [None] * n_layers
-        self.resid: list[torch.Tensor | None] = [None] * n_layers
-        self.acts: list[torch.Tensor | None] = [None] * n_layers
-        self.n_pos = n_pos
-
-    def read(self, layer: int, _module, args, kwargs):
-        x = (args[0] if args else kwargs["hidden_states"])[0]  # (n, D), batch of one
-        self.resid[layer] = x.detach()
-        live = self.clt.encode(x.to(self.clt.W_enc.dtype), layer)
-        base = self.clean.acts[layer] if layer in self.constrained else live
-        acts = live.clone()
-        if layer in self.edits:
-            pos, feat, scale, offset = (t.to(x.device) for t in self.edits[layer])
-            old = base[pos, feat]
-            new = scale.to(old.dtype) * old + offset.to(old.dtype)
-            acts[pos, feat] = new
-            self._queue(layer, pos, feat, new - old)
-        self.acts[layer] = acts
-
-    def _queue(self, layer: int, pos: torch.Tensor, feat: torch.Tensor, delta: torch.Tensor):
-        """Add ``delta * W_dec[layer -> t]`` at ``pos`` to every output layer ``t``."""
-        rows = self.clt.decoder_rows(layer, feat)  # (E, n_targets, D); decoders may be offloaded
-        for j, target in enumerate(self.clt.target_layers(layer)):
-            vectors = delta[:, None] * rows[:, j].to(delta.dtype)  # (E, D)
-            if self.pending[target] is None:
-                self.pending[target] = torch.zeros(
-                    self.n_pos, vectors.shape[1], dtype=vectors.dtype, device=vectors.device
-                )
-            self.pending[target].index_add_(0, pos, vectors)
-
-    def write(self, layer: int, _module, _args, output):
-        y = output[0] if isinstance(output, tuple) else output  # (1, n, D)
-        new = self.clean.mlp_out[layer][None] if layer in self.constrained else y
-        if layer in self.constrained and self.clt.W_skip is not None:  # the skip path stays live
-            live, clean = self.resid[layer], self.clean.recording.resid_mid[layer]
-            dtype = self.clt.W_skip.dtype
-            diff = self.clt.skip(live.to(dtype), layer) - self.clt.skip(clean.to(dtype), layer)
-            new = new + diff.to(y.dtype)
-        if self.pending[layer] is not None:
-            new = new + self.pending[layer].to(y.dtype)
-        if new is y:
-            return None
-        return (new, *output[1:]) if isinstance(output, tuple) else new
-
-
-class _Clean(NamedTuple):
-    recording: Recording
-    mlp_out: torch.Tensor  # (L, n, D)
-    acts: torch.Tensor  # (L, n, F)
-
-
-def _frozen_norm_hook(adapter, scale: torch.Tensor, module, args, kwargs, _output):
-    x = args[0] if args else next(iter(kwargs.values()))
-    return adapter.frozen_norm(module, x, scale[:, : x.shape[-2]])
-
-
 class Intervener:
-    """Runs edits on one prompt: ``run(edits)`` is one forward pass of the real model.
+    """Runs edits on one prompt in one mode: ``run(edits)`` is one spliced forward pass.
 
     ``baseline`` is the pass without edits (same mode, so differences come from the edits only).
     """
@@ -173,39 +278,39 @@ class Intervener:
         constrained_layers: Iterable[int] | None = None,
         freeze_final_norm: bool = False,
     ):
-        if model.training:
-            raise ValueError("The model is in training mode (dropout); call model.eval() first.")
+        check_eval(model)
         self.adapter = check_transcoder(model, clt)
         self.model, self.clt = model, clt
         self.device = next(model.parameters()).device
         self.input_ids = as_input_ids(input_ids).to(self.device)
-        self.freeze_attention = freeze_attention
-        self.constrained = check_layers(constrained_layers, clt.n_layers)
-        self.freeze_norms = self.constrained == frozenset(range(clt.n_layers))
-        self.freeze_final_norm = freeze_final_norm or self.freeze_norms
-        needs_clean = freeze_attention or self.constrained or self.freeze_final_norm
-        self.clean = self._record() if needs_clean else None
+        constrained = check_layers(constrained_layers, clt.n_layers)
+        freeze_norms = constrained == frozenset(range(clt.n_layers))
+        freeze_final_norm = freeze_final_norm or freeze_norms
+        needs_clean = freeze_attention or constrained or freeze_final_norm
+        self.clean = (
+            self._record(constrained, freeze_attention, freeze_final_norm, freeze_norms)
+            if needs_clean
+            else None
+        )
 
     @property
     def n_pos(self) -> int:
         return int(self.input_ids.shape[0])
 
     @torch.no_grad()
-    def _record(self) -> _Clean:
+    def _record(
+        self, constrained: frozenset[int], freeze_attention: bool, final: bool, every: bool
+    ) -> Clean:
         rec = record(self.model, self.input_ids)
         dtype = self.clt.W_enc.dtype
         acts = torch.stack(
             [self.clt.encode(rec.resid_mid[i].to(dtype), i) for i in range(rec.n_layers)]
         )
-        return _Clean(rec, rec.mlp_out, acts)
-
-    def _frozen_norms(self) -> list[tuple[nn.Module, torch.Tensor]]:
-        """(norm module, clean scale) pairs whose denominators this runner holds fixed."""
-        if not self.freeze_final_norm:
-            return []
-        norms = self.adapter.all_norms(self.model)  # the final norm comes last
-        pairs = list(zip(norms, self.clean.recording.norm_scales, strict=True))
-        return pairs if self.freeze_norms else pairs[-1:]
+        norms = []
+        if final:  # the final norm comes last
+            pairs = list(zip(self.adapter.all_norms(self.model), rec.norm_scales, strict=True))
+            norms = pairs if every else pairs[-1:]
+        return Clean(rec, acts, constrained, freeze_attention, tuple(norms))
 
     @functools.cached_property
     def baseline(self) -> PassOutput:
@@ -214,17 +319,13 @@ class Intervener:
     @torch.no_grad()
     def run(self, edits: Iterable[Edit]) -> PassOutput:
         """The prompt's forward pass with ``edits`` applied."""
-        clt, adapter, model = self.clt, self.adapter, self.model
-        compiled = compile_edits(edits, clt.n_layers, clt.n_features, self.n_pos)
-        state = _Pass(clt, compiled, self.clean, self.constrained, self.n_pos)
-        with ExitStack() as stack:
-            if self.freeze_attention:
-                patterns = self.clean.recording.patterns
-                use_attention(stack, model, adapter, FROZEN_ATTENTION, patterns)
-            for norm, scale in self._frozen_norms():
-                hook = functools.partial(_frozen_norm_hook, adapter, scale)
-                stack.callback(norm.register_forward_hook(hook, with_kwargs=True).remove)
-            hook_layers(stack, model, adapter, clt.n_layers, state.read, state.write)
-            logits = model(input_ids=self.input_ids[None], use_cache=False).logits[0]
-        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        return PassOutput(logits, torch.stack(state.resid), torch.stack(state.acts))
+        compiled = compile_batch([tuple(edits)], self.clt, self.n_pos)
+        with spliced(self.model, self.clt, compiled, record=True, clean=self.clean) as state:
+            logits = self.model(input_ids=self.input_ids[None], use_cache=False).logits[0]
+        resid = torch.cat(state.resid)  # (L, n, D)
+        return PassOutput(at_least_float32(logits), resid, torch.cat(state.acts))
+
+
+def at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in float32, or in their own dtype where that is wider (float64)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))

@@ -23,9 +23,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from llmbio.attribution.replacement import as_input_ids
 from llmbio.features.supernodes import Supernode
 from llmbio.interventions.edits import Edit, check_feature, edit_target, resolve_positions
-from llmbio.interventions.engine import Intervener, PassOutput, as_input_ids
+from llmbio.interventions.engine import Intervener, PassOutput
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
 Prompt = torch.Tensor | Sequence[int] | str

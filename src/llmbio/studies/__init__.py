@@ -3,7 +3,8 @@
 - :mod:`llmbio.studies.spec`: the study file as frozen dataclasses (:func:`load_study`);
 - :mod:`llmbio.studies.schema`: its JSON schema;
 - :mod:`llmbio.studies.runner`: runs ``studies/<name>/analysis.py`` (:func:`run_study`);
-- :mod:`llmbio.studies.claims`: checks claims against the measured tables.
+- :mod:`llmbio.studies.claims`: checks claims against the measured tables;
+- :mod:`llmbio.studies.swaps`: the calibration loop of the studies that swap a supernode.
 
 This is the framework every study shares; a study's own code is :mod:`llmbio.cases`.<name>.
 """

@@ -147,30 +147,3 @@ def plot_panel(panel: pd.DataFrame, palette=None, figsize=(10, 3.6)):
         ax.tick_params(axis="x", labelsize=7, labelrotation=20)
     fig.tight_layout()
     return fig
-
-
-def plot_calibration(
-    ax, grid: pd.DataFrame, hue: str = "form", bar: float = 0.9, style: str | None = None, **labels
-):
-    """Success rate against supernode size ``k`` (log2 axis), one line per ``hue`` (and
-    ``style``, dashes); the chosen point (``chosen`` column) circled in red, the calibration's
-    bar dashed. ``labels`` go to ``ax.set`` (xlabel, ylabel, title)."""
-    import seaborn as sns
-
-    sns.lineplot(data=grid, x="k", y="success_rate", hue=hue, style=style, marker="o", ax=ax)
-    chosen = grid[grid["chosen"]]
-    ax.scatter(chosen["k"], chosen["success_rate"], s=160, facecolors="none", edgecolors="red")
-    ax.axhline(bar, color="grey", lw=0.8, ls="--")
-    ax.set_xscale("log", base=2)
-    ax.set(ylim=(-0.02, 1.02), **{"xlabel": "supernode size k", **labels})
-
-
-def best_calibration(grid: pd.DataFrame, bar: float) -> pd.Series:
-    """The row a calibration keeps from ``grid`` (columns ``k``, ``success_rate`` and the
-    alternatives tried at each ``k``, e.g. ``form``): the smallest ``k`` at which some row
-    reaches ``bar``, its most successful one; if none does, the most successful row, smaller
-    ``k`` first. Ties keep the grid's order."""
-    ok = grid[grid["success_rate"] >= bar]
-    if len(ok):
-        return ok.sort_values(["k", "success_rate"], ascending=[True, False], kind="stable").iloc[0]
-    return grid.sort_values(["success_rate", "k"], ascending=[False, True], kind="stable").iloc[0]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from torch import nn
 
-from llmbio.adapters import get_adapter
+from llmbio.adapters import hooks, mlp_out_hook, resid_mid_hook
 from llmbio.transcoder.clt import CrossLayerTranscoder
 from llmbio.transcoder.io import check_compatible
 
@@ -24,34 +25,23 @@ def splice_transcoder(
     ``keep_first_position`` leaves position 0 (BOS, never seen in training) unchanged.
     """
     check_compatible(clt, model, "being spliced")
-    adapter = get_adapter(model)
     acts: dict[int, torch.Tensor] = {}
-    handles = []
 
-    def encode_hook(layer: int):
-        def hook(_module, args):
-            acts[layer] = clt.encode(args[0].to(clt.W_enc.dtype), layer)
+    def encode(layer: int, x: torch.Tensor) -> None:
+        acts[layer] = clt.encode(x.to(clt.W_enc.dtype), layer)
 
-        return hook
+    def decode(layer: int, out: torch.Tensor) -> torch.Tensor:
+        recon = clt.decode([acts.get(s) for s in range(layer + 1)], layer).to(out.dtype)
+        if keep_first_position:
+            recon = torch.cat([out[:, :1], recon[:, 1:]], dim=1)
+        return recon
 
-    def decode_hook(layer: int):
-        def hook(_module, _args, output):
-            out = output[0] if isinstance(output, tuple) else output
-            recon = clt.decode([acts.get(s) for s in range(layer + 1)], layer).to(out.dtype)
-            if keep_first_position:
-                recon = torch.cat([out[:, :1], recon[:, 1:]], dim=1)
-            return (recon, *output[1:]) if isinstance(output, tuple) else recon
-
-        return hook
-
+    points = {}
     for layer in range(clt.n_layers):
-        norm = adapter.layer_module(model, layer, adapter.mlp_in_norm)
-        mlp_out = adapter.layer_module(model, layer, adapter.mlp_out)
-        handles.append(norm.register_forward_pre_hook(encode_hook(layer)))
-        handles.append(mlp_out.register_forward_hook(decode_hook(layer)))
+        points[resid_mid_hook(layer)] = functools.partial(encode, layer)
+        points[mlp_out_hook(layer)] = functools.partial(decode, layer)
     try:
-        yield
+        with hooks(model, points):
+            yield
     finally:
-        for h in handles:
-            h.remove()
         acts.clear()

@@ -1,6 +1,4 @@
-import numpy as np
 import pandas as pd
-import torch
 
 from llmbio.cases.refusals import swaps as rs
 
@@ -23,12 +21,3 @@ def test_joint_success_is_the_weaker_direction():
     })  # fmt: skip
     joint = rs._joint(grid).set_index("form")["success_rate"]
     assert joint.to_dict() == {"copy": 0.3, "paper": 0.2}
-
-
-def test_control_draws_active_features_outside_the_supernodes():
-    acts = torch.zeros(2, 3, 4)  # (L, n, F)
-    acts[0, 1, 0] = acts[0, 2, 1] = acts[1, 1, 2] = 1.0
-    acts[1, 0, 3] = 5.0  # BOS only: not active
-    rng = np.random.default_rng(0)
-    picked = rs._control(acts, torch.zeros_like(acts), {(0, 0)}, 5, rng)
-    assert sorted(picked) == [(0, 1), (1, 2)]

@@ -34,6 +34,7 @@ import torch
 from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
+from llmbio.studies.swaps import random_features
 
 RULES = ("max", "mean")  # contrast rankings, see state_rankings
 # swap forms (see the module docstring): name -> (kind, multiplier of the donor values)
@@ -177,12 +178,9 @@ def swap_outcomes(model, clt, runs: CityRuns, swaps: Sequence[Swap], form: str) 
 
 def control_swap(runs: CityRuns, swap: Swap, rng: np.random.Generator) -> Swap:
     """The same swap with random features active on the recipient or donor prompt."""
-    active = set()
-    for row in (swap.recipient, swap.donor):
-        acts = runs.acts[row, :, 1:].amax(1)  # (L, F)
-        active |= {(int(la), int(f)) for la, f in (acts > 0).nonzero().tolist()}
-    pool = sorted(active - set(swap.removed) - set(swap.added))
-    n = min(len(swap.removed) + len(swap.added), len(pool))
-    pick = [pool[i] for i in rng.choice(len(pool), size=n, replace=False)]
-    cut = min(len(swap.removed), n)
+    acts = [runs.acts[row] for row in (swap.recipient, swap.donor)]
+    pick = random_features(
+        acts, {*swap.removed, *swap.added}, len(swap.removed) + len(swap.added), rng
+    )
+    cut = min(len(swap.removed), len(pick))
     return Swap(swap.recipient, swap.donor, tuple(pick[:cut]), tuple(pick[cut:]))

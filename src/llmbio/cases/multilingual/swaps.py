@@ -57,7 +57,7 @@ from llmbio.cases.multilingual.prompts import (
 from llmbio.features.supernodes import FeatureKey
 from llmbio.interventions.batched import feature_gradients, logit_differences, run_compiled
 from llmbio.interventions.edits import LayerEdits
-from llmbio.studies.experiments import best_calibration
+from llmbio.studies.swaps import calibration_grid, choose, random_features
 
 K_GRID = (4, 8, 16, 32, 64, 128, 256, 512)  # supernode sizes tried by the calibration
 SUCCESS_BAR = 0.9  # calibration stops at the first size whose swaps succeed this often, in
@@ -190,13 +190,8 @@ class SwapRunner:
 
     def control_features(self, case: SwapCase) -> list[FeatureKey]:
         """As many features as the case's, drawn among those active on recipient or donor."""
-        active = set()
-        for key in (case.recipient, case.donor):
-            acts = self.runs[key].acts[:, 1:].amax(1)  # (L, F)
-            active |= {(int(la), int(f)) for la, f in (acts > 0).nonzero().tolist()}
-        pool = sorted(active - set(case.features))
-        n = min(len(case.features), len(pool))
-        return [pool[i] for i in self.rng.choice(len(pool), size=n, replace=False)]
+        acts = [self.runs[key].acts for key in (case.recipient, case.donor)]
+        return random_features(acts, case.features, len(case.features), self.rng)
 
     def success_rate(self, cases: Sequence[SwapCase]) -> float:
         """The lowest success rate of the recipients' languages (0 without cases)."""
@@ -295,19 +290,19 @@ def language_cases(
 
 
 def calibrate(
-    runner: SwapRunner, make_cases: Callable[[int], list[SwapCase]], grid=K_GRID
-) -> list[dict]:
+    runner: SwapRunner, make_cases: Callable[[int], list[SwapCase]], grid=K_GRID, **option
+) -> pd.DataFrame:
     """One row per size ``k`` of ``grid``, ascending, up to the first whose cases succeed
-    >= SUCCESS_BAR (:func:`llmbio.studies.experiments.best_calibration` picks from them)."""
-    rows = []
-    for k in grid:
+    >= SUCCESS_BAR (:func:`llmbio.studies.swaps.choose` picks from them); ``option``: the
+    row's other columns."""
+
+    def evaluate(k: int, **_option) -> dict:
         cases = make_cases(k)
         size = float(np.mean([len(c.features) for c in cases])) if cases else 0.0
-        rows.append({"k": k, "n_cases": len(cases), "mean_features": size,
-                     "success_rate": runner.success_rate(cases)})  # fmt: skip
-        if rows[-1]["success_rate"] >= SUCCESS_BAR:
-            break
-    return rows
+        return {"n_cases": len(cases), "mean_features": size,
+                "success_rate": runner.success_rate(cases)}  # fmt: skip
+
+    return calibration_grid(grid, [option], evaluate, SUCCESS_BAR)
 
 
 def swap_experiments(runner, lex, languages, concepts, calib, scores):
@@ -339,19 +334,12 @@ def swap_experiments(runner, lex, languages, concepts, calib, scores):
     rows, calibration, members = [], [], []
     for name, make in (("operation", operation), ("operand", operand), ("language", language)):
         options = list(rankings.get(name, {(site, "contrast"): None for site in SITES}))
-        grid = pd.DataFrame([
-            {"swap": name, "site": site, "selection": selection, **r}
+        grid = pd.concat([
+            calibrate(runner, lambda k, o=(site, selection), m=make: m(*o, k, calib, calib),
+                      swap=name, site=site, selection=selection)
             for site, selection in options
-            for r in calibrate(
-                runner, lambda k, o=(site, selection), m=make: m(*o, k, calib, calib)
-            )
-        ])  # fmt: skip
-        best = best_calibration(grid, SUCCESS_BAR)
-        grid["chosen"] = (
-            (grid["site"] == best["site"])
-            & (grid["selection"] == best["selection"])
-            & (grid["k"] == best["k"])
-        )
+        ], ignore_index=True)  # fmt: skip
+        best = choose(grid, SUCCESS_BAR, ["site", "selection", "k"])
         calibration.append(grid)
         chosen = {"swap": name, "site": best["site"], "selection": best["selection"],
                   "k": int(best["k"])}  # fmt: skip

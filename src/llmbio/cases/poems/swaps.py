@@ -17,6 +17,7 @@ couplets only.
 
 from __future__ import annotations
 
+import functools
 import random
 
 import pandas as pd
@@ -27,7 +28,7 @@ from llmbio.cases.poems.planning import active_node, as_supernode, contrast, fea
 from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import feature_gradients, logit_differences
-from llmbio.studies.experiments import best_calibration
+from llmbio.studies.swaps import calibration_grid, choose
 
 # The paper's single edit (8 features, own plan x-2, donor plan at 2x) moved few lines on the
 # organism, as it moved few states and refusals in those studies; larger supernodes and a
@@ -127,27 +128,24 @@ def calibrate(
     returned as ``{selection, form, k}``. ``scores``: the effect scores (default
     :func:`discovery_effects`). Held-out couplets play no part."""
     scores = discovery_effects(exp) if scores is None else scores
-    rows = []
-    for k in CAL_SIZES:
-        for selection in SELECTIONS:
-            nodes = plan_nodes(exp, k, selection, scores)
-            pairs = exp.pairs(exp.discovery, nodes)
-            for form in CAL_FORMS:
-                after = exp.lines([i for i, _ in pairs], [form_edits(exp, i, q, nodes, form)
-                                                           for i, q in pairs])  # fmt: skip
-                hits = [e == q for e, (_, q) in zip(after.end, pairs, strict=True)]
-                size = sum(len(nodes[q].features) for _, q in pairs) / max(len(pairs), 1)
-                rows.append(dict(selection=selection, form=form, k=k, n_cases=len(pairs),
-                                 mean_features=size,
-                                 success_rate=sum(hits) / max(len(hits), 1)))  # fmt: skip
-        if not whole_grid and max(r["success_rate"] for r in rows) >= SUCCESS_BAR:
-            break
-    grid = pd.DataFrame(rows)
-    best = best_calibration(grid, SUCCESS_BAR)
-    grid["chosen"] = (
-        (grid["selection"] == best["selection"]) & (grid["form"] == best["form"])
-        & (grid["k"] == best["k"])
-    )  # fmt: skip
+
+    @functools.cache
+    def cases(k: int, selection: str) -> tuple[dict, list]:
+        nodes = plan_nodes(exp, k, selection, scores)
+        return nodes, exp.pairs(exp.discovery, nodes)
+
+    def evaluate(k: int, selection: str, form: str) -> dict:
+        nodes, pairs = cases(k, selection)
+        after = exp.lines([i for i, _ in pairs], [form_edits(exp, i, q, nodes, form)
+                                                   for i, q in pairs])  # fmt: skip
+        hits = [e == q for e, (_, q) in zip(after.end, pairs, strict=True)]
+        size = sum(len(nodes[q].features) for _, q in pairs) / max(len(pairs), 1)
+        return dict(n_cases=len(pairs), mean_features=size,
+                    success_rate=sum(hits) / max(len(hits), 1))  # fmt: skip
+
+    options = [{"selection": s, "form": f} for s in SELECTIONS for f in CAL_FORMS]
+    grid = calibration_grid(CAL_SIZES, options, evaluate, SUCCESS_BAR, whole_grid=whole_grid)
+    best = choose(grid, SUCCESS_BAR, ["selection", "form", "k"])
     return grid, {"selection": str(best["selection"]), "form": str(best["form"]),
                   "k": int(best["k"])}  # fmt: skip
 

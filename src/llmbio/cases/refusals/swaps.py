@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from llmbio.interventions.batched import DenseEdits, run_batch
-from llmbio.studies.experiments import best_calibration
+from llmbio.studies.swaps import calibration_grid, choose, random_features
 
 K_GRID = (8, 16, 32, 64, 128)  # supernode sizes tried, in this order
 FORMS = {  # name -> (kind, multiplier of the donor values, first position edited)
@@ -130,13 +130,6 @@ def _features(ranked: dict, k: int, form: str, harmful: bool) -> list[tuple[int,
     return list(hr) if FORMS[form][0] == "paper" else list(dict.fromkeys([*hr, *hl]))
 
 
-def _control(acts_r, acts_d, exclude: set, n: int, rng) -> list[tuple[int, int]]:
-    active = (acts_r[:, 1:].amax(1) > 0) | (acts_d[:, 1:].amax(1) > 0)  # (L, F)
-    pool = [p for p in map(tuple, active.nonzero().tolist()) if p not in exclude]
-    n = min(n, len(pool))
-    return [pool[i] for i in rng.choice(len(pool), size=n, replace=False)] if n else []
-
-
 def sweep(lab, ranked, k, form, direction, rows_wanted, donor_acts=None, control=False):
     """Outcome rows of one (k, form, direction) over the wanted dialogues, all length groups.
 
@@ -167,7 +160,7 @@ def sweep(lab, ranked, k, form, direction, rows_wanted, donor_acts=None, control
                     else donor_acts[:, None].expand_as(acts[i])
                 )
             if control:
-                feats = _control(acts[i], d_vals, exclude, len(feats), rng)
+                feats = random_features([acts[i], d_vals], exclude, len(feats), rng)
             n_feats.append(len(feats))
             if feats and (d is not None or FORMS[form][0] == "paper"):
                 _fill(lab, edits, b, feats, form, r, d_vals, harmful)
@@ -198,28 +191,22 @@ def calibrate(lab, ranked, donor_acts) -> tuple[pd.DataFrame, str, int]:
     Only calibration dialogues whose baseline answers as its class can flip, so only they
     count (none, as in a run that learnt nothing: no grid, the paper's form)."""
     cal = set(lab.items.index[is_calibration(lab.items)]) & answered(lab)
-    rows = []
-    for k in K_GRID if cal else ():
-        for form in FORMS:
-            for direction, (_, success) in DIRECTIONS.items():
-                out = sweep(lab, ranked, k, form, direction, cal, donor_acts)
-                if out.empty:  # no dialogue of this direction can flip
-                    continue
-                rows.append({
-                    "direction": direction, "form": form, "k": k, "n_cases": len(out),
-                    "mean_features": float(out["n_features"].mean()),
-                    "success_rate": float(out[success].mean()),
-                })  # fmt: skip
-        grid = pd.DataFrame(rows)
-        if _joint(grid)["success_rate"].max() >= SUCCESS_BAR:
-            break
-    grid = pd.DataFrame(rows, columns=["direction", "form", "k", "n_cases", "mean_features",
-                                       "success_rate"])  # fmt: skip
+
+    def evaluate(k: int, direction: str, form: str) -> dict | None:
+        out = sweep(lab, ranked, k, form, direction, cal, donor_acts)
+        if out.empty:  # no dialogue of this direction can flip
+            return None
+        return {"n_cases": len(out), "mean_features": float(out["n_features"].mean()),
+                "success_rate": float(out[DIRECTIONS[direction][1]].mean())}  # fmt: skip
+
+    options = [{"direction": d, "form": f} for f in FORMS for d in DIRECTIONS]
+    columns = ["direction", "form", "k", "n_cases", "mean_features", "success_rate"]
+    sizes = K_GRID if cal else ()
+    grid = calibration_grid(sizes, options, evaluate, SUCCESS_BAR, joint=_joint, columns=columns)
     joint = _joint(grid)
     if joint.empty:
         return grid.assign(chosen=False), "paper", K_GRID[0]
-    best = best_calibration(joint, SUCCESS_BAR)
-    grid["chosen"] = (grid["form"] == best["form"]) & (grid["k"] == best["k"])
+    best = choose(grid, SUCCESS_BAR, ["form", "k"], among=joint)
     return grid, str(best["form"]), int(best["k"])
 
 
@@ -284,7 +271,7 @@ def run_swaps(context, lab) -> None:
 def draw_calibration(grid: pd.DataFrame):
     import matplotlib.pyplot as plt
 
-    from llmbio.studies.experiments import plot_calibration
+    from llmbio.studies.swaps import plot_calibration
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
     if grid.empty:
