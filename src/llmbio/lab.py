@@ -15,12 +15,14 @@ transcoder reconstructs: what feature edits at the newline can move at most.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from llmbio import artefacts
+from llmbio.adapters import hook_output
 from llmbio.attribution.replacement import record
 from llmbio.run import Run
 from llmbio.tokenizer import encode
@@ -44,17 +46,17 @@ def plan_capture_table(model, tok, poetry, clt) -> pd.DataFrame:
     ``attn{i}``, ``mlp{i}`` and ``mlp{i}_transcoder`` (logit units; the parts sum to the gap
     up to the final norm's frozen scale)."""
     attn_out: dict[int, torch.Tensor] = {}
-    hooks = [
-        layer.self_attn.register_forward_hook(
-            lambda mod, args, out, i=i: attn_out.__setitem__(i, out[0][0, -1].detach())
-        )
-        for i, layer in enumerate(model.model.layers)
-    ]
-    try:
+
+    def keep(i: int):
+        def fn(out: torch.Tensor) -> None:
+            attn_out[i] = out[0, -1].detach()
+
+        return fn
+
+    with ExitStack() as stack:
+        for i, layer in enumerate(model.model.layers):
+            stack.enter_context(hook_output(layer.self_attn, keep(i)))
         return pd.DataFrame(_plan_rows(model, tok, poetry, clt, attn_out))
-    finally:
-        for hook in hooks:
-            hook.remove()
 
 
 def plan_share(table: pd.DataFrame) -> float:
