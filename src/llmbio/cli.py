@@ -2,7 +2,8 @@
 
 ``llmbio trace --run organism --prompt "calc: 36+59="`` traces a prompt with the run's model
 and transcoder and writes the graph, its tables, viewer and figure to ``--out``;
-``llmbio compare-audits results/a results/b`` shows which claims differ between two runs.
+``llmbio compare-audits results/a results/b`` shows which claims differ between two runs;
+``llmbio findings results/organism`` prints the run's findings as Markdown.
 """
 
 from __future__ import annotations
@@ -56,6 +57,12 @@ def _compare(args) -> None:
             print(changed.to_string(index=False))
 
 
+def _findings(args) -> None:
+    from llmbio.findings import render_findings
+
+    sys.stdout.write(render_findings(args.run_dir, args.studies))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="llmbio", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results root (default: results)")
@@ -79,6 +86,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     cmp.add_argument("runs", nargs="+", help="run folders holding audit.parquet (>= 2)")
     cmp.set_defaults(func=_compare)
+    fi = sub.add_parser("findings", help="a run's findings as Markdown, from its audit")
+    fi.add_argument("run_dir", help="run folder holding audit.parquet (e.g. results/organism)")
+    fi.add_argument("--studies", default="studies", help="study folders, for their titles")
+    fi.set_defaults(func=_findings)
     iv = sub.add_parser("intervene", help="edit features on the real forward pass", add_help=False)
     iv.set_defaults(func=None)
     args, rest = parser.parse_known_args(argv)

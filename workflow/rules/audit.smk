@@ -15,6 +15,7 @@ rule audit:
     output:
         table=f"{R}/audit.parquet",
         markdown=report(f"{R}/audit.md", caption="../report/audit.rst", category="Audit"),
+        environment=f"{R}/environment.json",
     params:
         studies_root=STUDIES_ROOT,
         results_dir=R,
