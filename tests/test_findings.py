@@ -25,6 +25,8 @@ claims:
      aggregate: mean, op: ">", threshold: 5}
   - {id: absent, statement: no table, table: tables/absent.parquet, column: v,
      aggregate: mean, op: ">", threshold: 0}
+  - {id: released_only, statement: on released models, table: tables/t.parquet, column: v,
+     aggregate: max, op: ">=", threshold: 0, families: [gemma-2-2b]}
 """
 
 
@@ -55,7 +57,9 @@ def test_headline_and_claims_come_from_the_audit(run):
     tmp_path, out = run
     page = _findings(tmp_path, out)
     assert page.startswith("# Findings of `results/demo-run`")
-    assert "**claims: 1 of 3 pass**" in page
+    assert "**claims: 1 of 3 pass** (1 not applicable to this model)" in page
+    assert "Claims: 1 of 3 pass (1 written for other models, not applicable here)" in page
+    assert "released_only" not in page
     assert "central claims: not marked in this audit" in page
     assert "## `demo`: Demo study" in page and "Paper: Biology §4." in page
     lines = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
@@ -104,7 +108,7 @@ def test_environment_names_the_software_versions():
     env = describe_environment()
     assert env["torch"] == torch.__version__
     assert env["cpu_cores"] >= 1 and env["python"].count(".") == 2
-    assert env["transformers"] and env["cpu"]
+    assert env["transformers"] and env["cpu"] and env["cpu_vector_units"]
 
 
 def test_cli_prints_the_page_and_names_a_missing_audit(run, tmp_path, capsys):

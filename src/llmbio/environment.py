@@ -31,6 +31,7 @@ def describe_environment() -> dict[str, str | int | None]:
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "cpu": _cpu_model(),
+        "cpu_vector_units": _vector_units(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": usable,  # a container or taskset may allow fewer than the CPU has
         "machine": platform.machine(),
@@ -70,6 +71,18 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
+
+
+def _vector_units() -> str:
+    # what the CPU offers, which the pinned cpu_kernels may deliberately not use
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return "unknown"
+    flags = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), "")
+    names = [
+        name for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512")) if flag in flags.split()
+    ]
+    return ", ".join(names) or "neither AVX2 nor AVX-512"
 
 
 def _version(package: str) -> str | None:

@@ -20,6 +20,7 @@ from llmbio.studies.claims import NOT_APPLICABLE
 _MACHINE_FIELDS = [
     ("date of the audit", "date"),
     ("CPU", "cpu"),
+    ("CPU vector units", "cpu_vector_units"),
     ("CPU cores", "cores"),
     ("architecture", "machine"),
     ("operating system", "os"),
@@ -140,15 +141,17 @@ def _study(study: str, claims: pd.DataFrame, figures: pd.DataFrame, root) -> lis
     out = [heading, ""]
     if section:
         out += [f"Paper: {section}.", ""]
+    skipped = len(claims) - len(applicable)
     out += [
-        f"Claims: {int(applicable['passed'].sum())} of {len(applicable)} pass; figures: "
-        f"{int(figures['passed'].sum())} of {len(figures)} traced.",
+        f"Claims: {int(applicable['passed'].sum())} of {len(applicable)} pass"
+        + (f" ({skipped} written for other models, not applicable here)" if skipped else "")
+        + f"; figures: {int(figures['passed'].sum())} of {len(figures)} traced.",
         "",
     ]
     central = "central" in claims.columns
     header = ["claim", *(["central"] if central else []), "statement", "measured", "test"]
     out += [_row([*header, "paper", "result"]), _row(["---"] * (len(header) + 2))]
-    for r in claims.itertuples():
+    for r in applicable.itertuples():
         ref = f"({r.paper_ref})" if r.paper_ref else ""
         paper = " ".join(str(x) for x in (r.paper_value, ref) if x)
         cells = [r.item, *(["yes" if r.central else ""] if central else []), r.statement]
@@ -170,11 +173,9 @@ def _number(value) -> str:
 
 
 def _result(r) -> str:
-    if r.status == NOT_APPLICABLE:
-        return "not applicable"
     return "pass" if r.passed else f"**fail** ({r.status})" if r.status != "fail" else "**fail**"
 
 
 def _row(cells: list) -> str:
-    text = [str(c).replace("|", "\\|").replace("\n", " ") for c in cells]
+    text = [str(c).strip().replace("|", "\\|").replace("\n", " ") for c in cells]
     return "| " + " | ".join(text) + " |"
