@@ -51,3 +51,4 @@ rule all:
         f"{R}/graphs/scores.parquet",
         f"{R}/graphs/faithfulness.parquet",
         f"{R}/audit.md",
+        f"{R}/environment.json",

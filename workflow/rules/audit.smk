@@ -4,7 +4,7 @@
 
 def audit_inputs(wildcards):
     studies = [f"{R}/studies/{s}/claims.parquet" for s in STUDIES]
-    audit_outputs = {f"{R}/audit.parquet", f"{R}/audit.md"}
+    audit_outputs = {f"{R}/audit.parquet", f"{R}/audit.md", f"{R}/environment.json"}
     upstream = [f for f in rules.all.input if f not in audit_outputs]
     return studies + upstream
 
