@@ -52,3 +52,4 @@ rule all:
         f"{R}/graphs/scores.parquet",
         f"{R}/graphs/faithfulness.parquet",
         f"{R}/audit.md",
+        f"{R}/environment.json",

@@ -4,8 +4,9 @@
 and transcoder and writes the graph, its tables, viewer and figure to ``--out``;
 ``llmbio intervene --run organism --prompt ... --feature 2/117=x-2`` edits features on the
 real forward pass; ``llmbio compare-audits results/a results/b`` shows which claims differ
-between two runs. trace and intervene read the run's recorded ``results/<run>/config.yaml``
-(CPU kernels, threads, transcoder) unless a flag says otherwise.
+between two runs; ``llmbio findings results/organism`` prints the run's findings as Markdown.
+trace and intervene read the run's recorded ``results/<run>/config.yaml`` (CPU kernels,
+threads, transcoder) unless a flag says otherwise.
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def _compare(args, config: RunConfig | None) -> None:
             print(changed.to_string(index=False))
 
 
+def _findings(args, config: RunConfig | None = None) -> None:
+    from llmbio.findings import render_findings
+
+    sys.stdout.write(render_findings(args.run_dir, args.studies))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmbio", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results root (default: results)")
@@ -106,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmp.add_argument("runs", nargs="+", help="run folders holding audit.parquet (>= 2)")
     cmp.set_defaults(func=_compare)
+    fi = sub.add_parser("findings", help="a run's findings as Markdown, from its audit")
+    fi.add_argument("run_dir", help="run folder holding audit.parquet (e.g. results/organism)")
+    fi.add_argument("--studies", default="studies", help="study folders, for their titles")
+    fi.set_defaults(func=_findings)
     # its own options are parsed by llmbio.interventions.cli; the run is known here, so that
     # its config (CPU kernels) is read before torch runs
     iv = sub.add_parser("intervene", help="edit features on the real forward pass", add_help=False)
@@ -133,7 +144,7 @@ def main(argv: list[str] | None = None) -> None:
         args.results = args.intervene_results
     try:
         config = None
-        if args.command != "compare-audits":
+        if args.command not in ("compare-audits", "findings"):
             from llmbio.run import read_run_config
 
             config = read_run_config(Path(args.results) / args.run)

@@ -1,5 +1,6 @@
 """End-to-end runs of the Snakemake DAG on the tiny config, in a temporary copy of the repo."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -102,3 +103,19 @@ def test_cli_rejects_an_unknown_word_and_writes_nothing(workdir):
     assert proc.returncode != 0
     assert "Zanzibar" in proc.stderr
     assert not out.exists()
+
+
+def test_findings_of_the_tiny_run_match_its_audit(workdir):
+    out = workdir / "results" / "tiny"
+    if not (out / "audit.parquet").exists():
+        pytest.skip("needs the tiny pipeline's outputs")
+    cmd = [sys.executable, "-m", "llmbio.cli", "findings", "results/tiny"]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    audit = pd.read_parquet(out / "audit.parquet")
+    claims = audit[(audit["kind"] == "claim") & (audit["status"] != "not_applicable")]
+    assert f"**claims: {claims['passed'].sum()} of {len(claims)} pass**" in proc.stdout
+    torch_version = json.loads((out / "environment.json").read_text())["torch"]
+    assert f"- torch: {torch_version}\n" in proc.stdout
+    for study in claims["study"].unique():
+        assert f"## `{study}`" in proc.stdout

@@ -5,7 +5,7 @@
 def audit_inputs(wildcards):
     studies = [f"{R}/studies/{s}/claims.parquet" for s in STUDIES]
     # the recorded config is no input: rewriting it (a changed key) must not redo the audit
-    skip = {f"{R}/audit.parquet", f"{R}/audit.md", f"{R}/config.yaml"}
+    skip = {f"{R}/audit.parquet", f"{R}/audit.md", f"{R}/environment.json", f"{R}/config.yaml"}
     upstream = [f for f in rules.all.input if f not in skip]
     return studies + upstream
 
@@ -16,6 +16,7 @@ rule audit:
     output:
         table=f"{R}/audit.parquet",
         markdown=report(f"{R}/audit.md", caption="../report/audit.rst", category="Audit"),
+        environment=f"{R}/environment.json",
     params:
         studies_root=STUDIES_ROOT,
         results_dir=R,

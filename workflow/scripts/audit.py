@@ -1,4 +1,5 @@
 from llmbio.audit import run_audit
+from llmbio.environment import write_environment
 from llmbio.logs import log_to
 
 with log_to(snakemake.log[0]):
@@ -9,3 +10,5 @@ with log_to(snakemake.log[0]):
         out_table=snakemake.output.table,
         out_markdown=snakemake.output.markdown,
     )
+    # the machine the findings are stated on (llmbio findings reads it)
+    write_environment(snakemake.output.environment)
