@@ -76,14 +76,14 @@ def test_central_claims_are_counted_per_study_when_the_audit_marks_them(run):
     audit["central"] = audit["item"].isin(["holds"])
     audit.to_parquet(out / "audit.parquet")
     page = _findings(tmp_path, out)
-    assert "**central claims: 1 of 1 studies**" in page
+    assert "**central claims: 1 of 1 studies (demo)**" in page
     assert "| demo | 1 of 1 | yes |" in page
     assert "| holds | yes | v reaches 2 |" in page
 
     audit["central"] = audit["item"].isin(["holds", "fails"])
     audit.to_parquet(out / "audit.parquet")
     page = _findings(tmp_path, out)
-    assert "**central claims: 0 of 1 studies**" in page
+    assert "**central claims: 0 of 1 studies (none)**" in page
     assert "| demo | 1 of 2 | no |" in page
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from llmbio.audit import central_claims, central_line
 from llmbio.environment import read_environment
 from llmbio.studies.claims import NOT_APPLICABLE
 
@@ -86,20 +87,16 @@ def _headline(claims: pd.DataFrame, figures: pd.DataFrame) -> list[str]:
         + (f" ({skipped} not applicable to this model)" if skipped else ""),
         f"- figures: {int(figures['passed'].sum())} of {len(figures)} traced to their tables",
     ]
-    if "central" not in claims.columns:
+    if "central" not in claims.columns or not claims["central"].any():
         return [*out, "- central claims: not marked in this audit"]
-    central = applicable[applicable["central"]]
-    per_study = central.groupby("study", sort=False)["passed"].agg(["sum", "size"])
-    reproduced = per_study[per_study["sum"] == per_study["size"]]
-    out.append(
-        f"- **central claims: {len(reproduced)} of {len(per_study)} studies** reproduce every "
-        "central claim they mark"
-    )
-    if len(per_study):
+    per_study = central_claims(claims)
+    tested = per_study[per_study["holds"].notna()]
+    out.append(f"- **{central_line(per_study)}** (when every claim a study marks passes)")
+    if len(tested):
         out += ["", _row(["study", "central claims passed", "reproduced"]), _row(["---"] * 3)]
-        for study, r in per_study.iterrows():
-            mark = "yes" if r["sum"] == r["size"] else "no"
-            out.append(_row([study, f"{int(r['sum'])} of {int(r['size'])}", mark]))
+        for study, r in tested.iterrows():
+            mark = "yes" if r["holds"] else "no"
+            out.append(_row([study, f"{int(r['passed'])} of {int(r['central'])}", mark]))
     return out
 
 
