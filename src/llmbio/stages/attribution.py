@@ -4,8 +4,9 @@ For each prompt ``<slug>`` under ``out_dir``: ``<slug>.graph.safetensors`` (the 
 ``<slug>.nodes.parquet`` / ``<slug>.edges.parquet`` (pruned tables, columns documented in
 :mod:`llmbio.attribution.export`), ``<slug>.html`` (offline viewer), ``<slug>.png`` (static
 figure), and ``graph_files/<slug>.json`` (circuit-tracer / Neuronpedia format, with the
-``graph-metadata.json`` index its frontend server reads). ``scores.parquet`` holds one row per
-prompt: sizes, timing, replacement and completeness scores of the full and pruned graph.
+``graph-metadata.json`` index its frontend server reads; ``metadata.scan`` from
+:func:`graph_scan`). ``scores.parquet`` holds one row per prompt: sizes, timing, replacement and
+completeness scores of the full and pruned graph.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from transformers import AutoModelForCausalLM
 
 from llmbio.attribution.export import (
     graph_tables,
+    local_scan,
     save_tables,
     to_circuit_tracer_json,
     write_circuit_tracer_files,
@@ -28,9 +30,20 @@ from llmbio.attribution.plot import plot_graph
 from llmbio.attribution.prune import compute_graph_scores, prune_graph
 from llmbio.attribution.trace import trace
 from llmbio.attribution.viewer import write_graph_html
+from llmbio.config import RunConfig
 from llmbio.figures import draw_figure
+from llmbio.pretrained import transcoder_scan
 from llmbio.tokenizer import encode, load_tokenizer
 from llmbio.transcoder.io import load_transcoder
+
+
+def graph_scan(cfg: RunConfig) -> str:
+    """``metadata.scan`` of a run's exported graphs: a released run's transcoder set as
+    circuit-tracer names it (``owner/name[@revision]``, where its frontend finds the set's
+    feature pages), else the run's own folder of feature pages (``./features/<run>``)."""
+    if cfg.pretrained is not None:
+        return transcoder_scan(cfg.pretrained)
+    return local_scan(cfg.run)
 
 
 def slugify(text: str, max_len: int = 48) -> str:
@@ -50,11 +63,14 @@ def trace_prompt(
     max_feature_nodes: int | None = None,
     batch_size: int | None = None,
     save_graph: bool = True,
+    *,
+    scan: str,
 ) -> dict:
     """Trace, prune, score and export one prompt; returns its row of ``scores.parquet``.
 
     ``save_graph=False`` skips ``<slug>.graph.safetensors`` (the full adjacency, which the
-    faithfulness rule reads; ~0.4 GB for a real model's 8k-feature graph).
+    faithfulness rule reads; ~0.4 GB for a real model's 8k-feature graph). ``scan`` goes into
+    the exported JSON (:func:`graph_scan`).
     """
     out_dir = Path(out_dir)
     ids = torch.tensor(encode(tokenizer, prompt))
@@ -82,7 +98,7 @@ def trace_prompt(
             graph,
             pruned,
             slug=slug,
-            scan="llmbio",
+            scan=scan,
             tokenizer=tokenizer,
             feature_labels=feature_labels,
         ),
@@ -117,15 +133,20 @@ def trace_stage(
     out_dir,
     max_feature_nodes: int | None = None,
     threads: int = 2,
+    scan: str | None = None,
 ) -> pd.DataFrame:
-    """Trace every prompt into ``out_dir``; write and return ``scores.parquet``."""
+    """Trace every prompt into ``out_dir``; write and return ``scores.parquet``.
+
+    ``scan`` (:func:`graph_scan`) defaults to ``./features/<run>`` for ``results/<run>/model``.
+    """
     torch.set_num_threads(threads)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     tokenizer = load_tokenizer(model_dir)
     for prompt in prompts:  # fail on an unknown word before writing anything
         encode(tokenizer, prompt)
     clt = load_transcoder(transcoder_dir, model=model)
-    return trace_prompts(model, clt, tokenizer, prompts, out_dir, max_feature_nodes)
+    scan = scan or local_scan(Path(model_dir).resolve().parent.name)
+    return trace_prompts(model, clt, tokenizer, prompts, out_dir, max_feature_nodes, scan=scan)
 
 
 def trace_prompts(
@@ -136,8 +157,11 @@ def trace_prompts(
     out_dir,
     max_feature_nodes: int | None = None,
     batch_size: int | None = None,
+    *,
+    scan: str,
 ) -> pd.DataFrame:
-    """Trace loaded model + transcoder on every prompt; write and return ``scores.parquet``."""
+    """Trace loaded model + transcoder on every prompt; write and return ``scores.parquet``
+    (``scan``: :func:`graph_scan`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -151,6 +175,7 @@ def trace_prompts(
             f"{i:02d}-{slugify(prompt)}",
             max_feature_nodes=max_feature_nodes,
             batch_size=batch_size,
+            scan=scan,
         )
         print(
             f"{row['slug']}: {row['n_features']} features, {row['seconds']:.2f} s, "

@@ -16,7 +16,7 @@ import torch
 from llmbio.config import RunConfig
 from llmbio.devices import peak_memory_mb, reset_peak_memory
 from llmbio.pretrained import load_pretrained
-from llmbio.stages.attribution import faithfulness_graphs, trace_prompts
+from llmbio.stages.attribution import faithfulness_graphs, graph_scan, trace_prompts
 from llmbio.studies import discover_studies, load_study
 
 
@@ -51,6 +51,7 @@ def trace_pretrained_stage(
         out_dir,
         max_feature_nodes=cfg.trace.max_feature_nodes,
         batch_size=cfg.trace.batch_size,
+        scan=graph_scan(cfg),
     )
     scores["device"] = str(device)
     scores["peak_gpu_mb"] = peak_memory_mb(device)
