@@ -183,6 +183,11 @@ def test_mlp_hook_out_is_refused_where_a_norm_follows_the_mlp(tmp_path):
         load_transcoder(directory, tiny_model("gemma2").float())
 
 
+def test_mlp_hook_in_needs_the_model(tmp_path):
+    with pytest.raises(ValueError, match="mlp.hook_in; pass the model"):
+        load_transcoder(make_plt_repo(tmp_path / "plt", "qwen3"))
+
+
 def test_relu_activation_ignores_stored_thresholds(tmp_path):
     directory = make_plt_repo(tmp_path / "plt", "qwen3", jumprelu=True, activation="relu")
     clt = load_transcoder(directory, tiny_model("qwen3").float())

@@ -110,6 +110,8 @@ def load_transcoder(
     mode = input_mode(config, directory)  # before reading weights: a bad config fails at once
     if model is not None:
         released.check_output_hook(config, model, directory)
+    elif mode == "mlp_in":
+        raise ValueError(f"{directory}: reads mlp.hook_in; pass the model to fold its norm gains")
     dec_device = "cpu" if offload_decoders else device
 
     def place(t: torch.Tensor, decoder: bool = False) -> torch.Tensor:
@@ -136,7 +138,7 @@ def load_transcoder(
     if model is not None:
         check_compatible(clt, model, directory)
     if mode == "mlp_in":
-        released.fold_input_gain(clt, model, directory)
+        released.fold_input_gain(clt, model)
     return clt
 
 

@@ -92,10 +92,8 @@ def norm_eps(model: nn.Module) -> float:
 
 
 @torch.no_grad()
-def fold_input_gain(clt, model: nn.Module | None, where: object = "") -> None:
+def fold_input_gain(clt, model: nn.Module) -> None:
     """``mlp.hook_in`` transcoders: ``W_enc . (g * x_hat) = (W_enc * g) . x_hat``, per layer."""
-    if model is None:
-        raise ValueError(f"{where}: reads mlp.hook_in; pass the model to fold the norm gains")
     adapter = get_adapter(model)
     for layer in range(clt.n_layers):
         norm = adapter.layer_module(model, layer, adapter.mlp_in_norm)
