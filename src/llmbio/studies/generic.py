@@ -32,10 +32,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
-from llmbio.attribution.export import local_scan
 from llmbio.attribution.plot import plot_supernode_graph
 from llmbio.features.supernodes import Supernode, select_features, supernode_graph
-from llmbio.stages.attribution import graph_scan, trace_prompt
+from llmbio.stages.attribution import trace_prompt
 from llmbio.studies.experiments import build_edits, load_label_scores, run_intervention
 from llmbio.studies.rules import is_prompt_rule, select_by_prompt, target_id
 from llmbio.studies.runner import StudyContext
@@ -105,7 +104,7 @@ def trace_row(context: StudyContext, model, clt, tokenizer, prompt: Prompt) -> d
         max_feature_nodes=trace.max_feature_nodes if trace else None,
         batch_size=trace.batch_size if trace else None,
         save_graph=False,  # a full adjacency is ~0.4 GB on a real model; the tables suffice
-        scan=graph_scan(context.config) if context.config else local_scan(context.run_dir.name),
+        scan=context.scan,
     )
     row = {"prompt_id": prompt.id, "family": context.family, "target": prompt.target, **row}
     probs = _next_token_probs(model, tokenizer, prompt.text)
