@@ -36,7 +36,8 @@ def _open_run(args, config: RunConfig | None):
 def _trace(args, config: RunConfig | None) -> None:
     import torch
 
-    from llmbio.stages.attribution import trace_prompts
+    from llmbio.attribution.outputs import trace_prompts
+    from llmbio.stages.attribution import graph_scan
     from llmbio.tokenizer import encode
 
     run = _open_run(args, config)
@@ -53,6 +54,7 @@ def _trace(args, config: RunConfig | None) -> None:
         out,
         max_feature_nodes=args.max_feature_nodes or cfg.trace.max_feature_nodes,
         batch_size=cfg.trace.batch_size,
+        scan=graph_scan(cfg),
     )
     print(scores.drop(columns=["prompt"]).to_string(index=False))
     print(f"graphs written to {out} (open the .html files in a browser)")

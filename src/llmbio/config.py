@@ -153,10 +153,15 @@ class PretrainedConfig:
     family: str  # the prompt family of every study.yaml (e.g. gemma-2-2b)
     model: str  # Hugging Face model id (e.g. google/gemma-2-2b)
     transcoder: str  # Hugging Face repo of the released transcoders (circuit-tracer layout)
+    # the commits downloaded: a 40-hex commit hash pins the files; a branch name ("main")
+    # follows the repo, and the download log prints the commit it resolved to, to pin
     model_revision: str = "main"
     transcoder_revision: str = "main"
     dtype: str = "bfloat16"  # float32 | bfloat16 | float16, for the model and the transcoder
     device: str = "auto"  # auto (cuda when available, else cpu) | cuda | cuda:1 | cpu | mps
+    # device auto without a GPU: false refuses to run (a released model on the CPU takes hours
+    # per graph), true runs on the CPU with a warning; device: cpu always runs on the CPU
+    allow_cpu: bool = False
     offload_decoders: bool = False  # keep transcoder decoders in host memory (fits 24 GB GPUs)
     trust_remote_code: bool = False  # only for model repos that need their own code
     cache_dir: str = "resources/huggingface"  # downloads land in <cache_dir>/<owner>--<name>

@@ -246,7 +246,7 @@ def graph_tables(context: StudyContext, model, clt, tok, census: pd.DataFrame) -
     graphs = context.out_dir / "graphs"
     graphs.mkdir(parents=True, exist_ok=True)
     try:
-        trace_prompt(model, clt, tok, prompt.text, graphs, GRAPH_PROMPT)
+        trace_prompt(model, clt, tok, prompt.text, graphs, GRAPH_PROMPT, scan=context.scan)
     except UnknownTokenError as err:
         print(f"graph skipped: {err}")
         context.save_table(pd.DataFrame(columns=plots.NODE_COLUMNS), "supernode_nodes")

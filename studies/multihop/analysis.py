@@ -220,7 +220,7 @@ def graph_tables(context: StudyContext, model, clt, tok, nodes: dict) -> None:
     prompt = next(p for p in context.prompts("organism") if p.id == "dallas")
     graphs = context.out_dir / "graphs"
     graphs.mkdir(parents=True, exist_ok=True)
-    trace_prompt(model, clt, tok, prompt.text, graphs, "dallas")
+    trace_prompt(model, clt, tok, prompt.text, graphs, "dallas", scan=context.scan)
     g_nodes = pd.read_parquet(graphs / "dallas.nodes.parquet")
     g_edges = pd.read_parquet(graphs / "dallas.edges.parquet")
     groups = [n for n in nodes.values() if n.name in ("city_dallas", "state_texas")]

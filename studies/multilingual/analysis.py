@@ -139,7 +139,7 @@ def graph_tables(context: StudyContext, model, clt, tok, roles: dict, lex) -> pd
             text = lex.prompt(EXAMPLE, "antonym", lang)
             if text != prompt.text:
                 print(f"{prompt.id}: tracing the world's wording {text!r}, not study.yaml's")
-            trace_prompt(model, clt, tok, text, folder, prompt.id)
+            trace_prompt(model, clt, tok, text, folder, prompt.id, scan=context.scan)
             graphs[lang] = (
                 pd.read_parquet(folder / f"{prompt.id}.nodes.parquet"),
                 pd.read_parquet(folder / f"{prompt.id}.edges.parquet"),

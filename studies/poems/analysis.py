@@ -133,7 +133,16 @@ def graph_tables(context: StudyContext, exp: PoemExperiment) -> None:
             if feats:
                 groups.append(Supernode.make(name, feats, None, pos))
         graphs = context.out_dir / "graphs"
-        trace_prompt(exp.model, exp.clt, exp.tok, t["text"][i], graphs, "couplet", save_graph=False)
+        trace_prompt(
+            exp.model,
+            exp.clt,
+            exp.tok,
+            t["text"][i],
+            graphs,
+            "couplet",
+            save_graph=False,
+            scan=context.scan,
+        )
         g_nodes = pd.read_parquet(graphs / "couplet.nodes.parquet")
         g_edges = pd.read_parquet(graphs / "couplet.edges.parquet")
         if groups:

@@ -11,18 +11,21 @@ import torch
 
 from llmbio.attribution.export import (
     graph_tables,
+    local_scan,
     save_tables,
     to_circuit_tracer_json,
     write_circuit_tracer_files,
 )
 from llmbio.attribution.graph import Graph
 from llmbio.attribution.prune import prune_graph
+from llmbio.config import load_config
+from llmbio.stages.attribution import graph_scan
 
 NODE_COLUMNS = [
     "node_id", "node_index", "kind", "layer", "position", "feature", "token_id", "token",
     "activation", "probability", "influence", "cumulative_influence", "kept", "label",
 ]  # fmt: skip
-# Field lists of circuit-tracer 0.5.0 frontend/graph_models.py (Node, Metadata, QParams).
+# Field lists of circuit-tracer 0.5.1 frontend/graph_models.py (Node, Metadata, QParams).
 CT_NODE_FIELDS = [
     "node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit",
     "run_idx", "reverse_ctx_idx", "jsNodeId", "clerp", "influence", "activation",
@@ -125,7 +128,12 @@ def test_circuit_tracer_json_fields(tmp_path):
     logits = [n for n in data["nodes"] if n["feature_type"] == "logit"]
     assert [n["is_target_logit"] for n in logits] == [True, False, False]
     assert logits[0]["jsNodeId"] == "L_500-3" and logits[0]["clerp"].startswith('Output "#500"')
-    assert all(n["node_id"].startswith("0_") for n in data["nodes"] if n["feature"] == -1)
+    errors = [n for n in data["nodes"] if n["feature_type"] == "mlp reconstruction error"]
+    assert errors and all(n["feature"] == -1 for n in errors)
+    for n in errors:  # circuit-tracer >= 0.5.1: the feature slot of an error is -1
+        assert n["node_id"] == f"{n['layer']}_-1_{n['ctx_idx']}"
+        assert n["jsNodeId"] == f"{n['layer']}_-1-{n['ctx_idx']}"
+    assert data["metadata"]["scan"] == "llmbio-clt"
     assert data["metadata"]["prompt_tokens"] == graph.tokens
 
     write_circuit_tracer_files(data, tmp_path)
@@ -138,6 +146,40 @@ def test_circuit_tracer_json_fields(tmp_path):
     assert json.loads((tmp_path / "dallas-austin.json").read_text()) == data
     with pytest.raises(ValueError, match="slug"):
         to_circuit_tracer_json(graph, slug="../x", scan="s")
+
+
+def test_error_ids_never_equal_a_layer_0_feature_id():
+    """The old error id ``0_{layer}_{pos}`` was the id of layer-0 feature ``layer`` at ``pos``."""
+    graph = random_graph(seed=4)
+    graph.active_features[:, 0] = 0  # every feature at layer 0, numbered like error layers
+    graph.active_features[:, 2] = torch.arange(graph.n_features) % graph.n_layers
+    graph.active_features = torch.unique(graph.active_features, dim=0)
+    graph.activation_values = graph.activation_values[: len(graph.active_features)]
+    n = graph.n_features
+    keep = list(range(n)) + list(range(40, graph.adjacency.shape[0]))
+    graph.adjacency = graph.adjacency[keep][:, keep]
+    data = to_circuit_tracer_json(graph, prune_graph(graph, 1.0, 1.0), slug="g", scan="s")
+    ids = [node["node_id"] for node in data["nodes"]]
+    assert len(set(ids)) == len(ids)
+    # jsNodeId names a feature (shared across positions) or one error node
+    by_kind = pd.DataFrame(data["nodes"]).groupby("feature_type")["jsNodeId"].apply(list)
+    errors, features = by_kind["mlp reconstruction error"], set(by_kind["cross layer transcoder"])
+    assert len(set(errors)) == len(errors) and not features & set(errors)
+
+
+def test_scan_per_run():
+    """A released run names its transcoder repo (at its pinned commit) as circuit-tracer does;
+    the organism names a local folder, never a hub repo or a Neuronpedia model."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    released = {"family": "gemma-2-2b", "model": "google/gemma-2-2b"}
+    released["transcoder"] = "mntss/clt-gemma-2-2b-426k"
+    assert graph_scan(load_config({"pretrained": released})) == "mntss/clt-gemma-2-2b-426k"
+    pinned = load_config({"pretrained": {**released, "transcoder_revision": commit}})
+    assert graph_scan(pinned) == f"mntss/clt-gemma-2-2b-426k@{commit}"
+    assert graph_scan(load_config({})) == "./features/organism" == local_scan("organism")
+    assert graph_scan(load_config({"run": "tiny"})) == "./features/tiny"
+    with pytest.raises(ValueError, match="letters, digits"):
+        local_scan("../x")
 
 
 def test_matches_circuit_tracer_create_graph_files():

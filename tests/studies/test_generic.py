@@ -3,6 +3,8 @@ skip PLT, saved where the download rules put real ones, run through ``run_declar
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -117,6 +119,8 @@ def test_declared_tables(released):
     assert (out / "figures" / "declared_effects.png").is_file()
     assert (out / "graphs" / "dallas.nodes.parquet").is_file()
     assert not list((out / "graphs").glob("*.graph.safetensors"))  # 0.4 GB each on real models
+    graph_json = json.loads((out / "graphs" / "graph_files" / "dallas.json").read_text())
+    assert graph_json["metadata"]["scan"] == "toy/plt"  # the transcoder repo, for feature pages
 
 
 def test_claims_of_other_families_are_not_applicable(released):

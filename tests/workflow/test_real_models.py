@@ -40,7 +40,7 @@ ORGANISM_RULES |= {"train_transcoder", "evaluate_transcoder", "feature_atlas", "
 def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("repo")
     shutil.copy(ROOT / "Snakefile", d)
-    for sub in ("workflow", "config", "studies"):
+    for sub in ("workflow", "config", "studies", "profiles"):
         shutil.copytree(ROOT / sub, d / sub)
     return d
 
@@ -66,6 +66,9 @@ def test_real_config_validates(name):
     cfg = load_config(data)
     assert cfg.family == data["pretrained"]["family"] != "organism"
     assert cfg.pretrained.dtype == "bfloat16" and not cfg.pretrained.trust_remote_code
+    # the revisions are written out, for the user to pin; no GPU refuses unless allowed
+    assert {"model_revision", "transcoder_revision"} <= set(data["pretrained"])
+    assert data["pretrained"]["allow_cpu"] is False and cfg.pretrained.device == "auto"
     assert model_dir(cfg.pretrained).parts[0] == "resources"
     assert transcoder_dir(cfg.pretrained).parts[0] == "resources"
 
@@ -85,6 +88,7 @@ def test_dry_run_skips_the_organism_and_downloads(workdir, name):
     cfg = load_config(workdir / "config" / f"{name}.yaml")
     assert str(transcoder_dir(cfg.pretrained)) in out
     assert re.search(r"rule trace_graphs:.*?resources:[^\n]*gpu=1", out, re.S)
+    assert "workflow specific profile profiles/default" in out  # caps the run at one GPU
 
 
 def test_slurm_profile_dry_run(workdir):

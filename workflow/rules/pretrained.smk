@@ -2,8 +2,10 @@
 # download -> trace the paper prompts -> faithfulness; the studies and the audit follow as usual.
 # The two download rules are the ONLY rules that use the network. They run on the submitting
 # host (localrules: cluster nodes often have no internet) and write plain directories under
-# resources/ (pretrained.cache_dir). Gated models (Gemma-2, Llama-3.2) need `huggingface-cli
-# login` or HF_TOKEN first. Every later rule reads only those directories.
+# resources/ (pretrained.cache_dir), at pretrained.model_revision / transcoder_revision (the log
+# prints the commit a branch resolved to, to pin). Gated models (Gemma-2, Llama-3.2) need a token
+# first: `hf auth login` once, or HF_TOKEN in the environment. Every later rule reads only those
+# directories. The GPU rules ask for gpu=1; profiles/default caps a local run at one GPU.
 from llmbio.pretrained import model_dir, transcoder_dir
 
 MODEL_DIR = str(model_dir(CFG.pretrained))

@@ -25,9 +25,9 @@ graph was not pruned): ``source``, ``target`` (node ids), ``source_index``, ``ta
 (adjacency indices), ``weight`` (float, ``adjacency[target, source]``), ``kept`` (bool, the
 edge survived edge pruning).
 
-The JSON (:func:`to_circuit_tracer_json`) is what circuit-tracer 0.5.0's
-``create_graph_files`` writes (``frontend/graph_models.py``), field for field; its id scheme
-and our few deliberate differences are listed there.
+The JSON (:func:`to_circuit_tracer_json`) is what circuit-tracer's ``create_graph_files``
+writes (``frontend/graph_models.py``, 0.5.1 and later), field for field; its id scheme, the
+meaning of ``metadata.scan`` and our few deliberate differences are listed there.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -254,9 +253,8 @@ def _ct_node(row: Any, n_layers: int, first_logit: int) -> dict:
         node.update(layer=str(layer), jsNodeId=f"{layer}_{feat}-0", clerp=row.label)
         node["activation"] = float(row.activation)
     elif row.kind == "error":
-        node.update(
-            node_id=f"0_{layer}_{pos}", feature=-1, layer=str(layer), jsNodeId=f"{layer}_{pos}-0"
-        )
+        node.update(node_id=f"{layer}_-1_{pos}", feature=-1, layer=str(layer))
+        node["jsNodeId"] = f"{layer}_-1-{pos}"
     elif row.kind == "token":
         node.update(node_id=f"E_{tid}_{pos}", feature=pos, layer="E", jsNodeId=f"E_{tid}-{pos}")
     else:
@@ -269,16 +267,17 @@ def _ct_node(row: Any, n_layers: int, first_logit: int) -> dict:
     return node
 
 
-def _check_unique_ids(nodes: list[dict]) -> None:
-    ids = [n["node_id"] for n in nodes]
-    if len(set(ids)) != len(ids):
-        clashes = sorted({i for i in ids if ids.count(i) > 1})
-        warnings.warn(
-            f"circuit-tracer node ids clash: {clashes}; its frontend will merge these nodes. "
-            "Its error id '0_{layer}_{pos}' equals the id of the layer-0 feature numbered "
-            "{layer} at {pos}; circuit-tracer has the same limitation.",
-            stacklevel=3,
-        )
+def local_scan(name: str) -> str:
+    """``metadata.scan`` for a transcoder set on no hub: ``./features/<name>``.
+
+    circuit-tracer's frontend reads a scan starting with ``./`` as a folder beside its page and
+    loads ``./features/<name>/<feature>.json`` (``feature`` as in a node's ``feature`` field)
+    from it; any other scan it reads as a Hugging Face repo id to fetch feature pages from, and
+    Neuronpedia reads it as the id of one of its models, which a local set is not.
+    """
+    if not _SLUG.match(name):
+        raise ValueError(f"name {name!r} must be letters, digits, '.', '_' or '-'.")
+    return f"./features/{name}"
 
 
 def to_circuit_tracer_json(
@@ -294,11 +293,18 @@ def to_circuit_tracer_json(
     """The pruned graph as circuit-tracer's attribution-graph JSON ``{metadata, qParams, nodes,
     links}``, as its ``create_graph_files`` builds it (``pruned=None`` prunes at 0.8 / 0.98).
 
-    Ids: features ``{layer}_{feature}_{pos}``, errors ``0_{layer}_{pos}``, embeddings
-    ``E_{token_id}_{pos}``, logits ``{n_layers+1}_{token_id}_{n_pos-1}`` (``jsNodeId``
-    ``L_{token_id}-{pos}``); node ``influence`` is the cumulative influence. Differences from
-    circuit-tracer: feature ``clerp`` holds ``feature_labels`` when given (it writes ""); a
-    list ``scan`` becomes ``custom-<sha256 prefix>`` instead of Python's per-process ``hash``.
+    Ids (``node_id``, then ``jsNodeId``): features ``{layer}_{feature}_{pos}``,
+    ``{layer}_{feature}-0``; errors ``{layer}_-1_{pos}``, ``{layer}_-1-{pos}``; embeddings
+    ``E_{token_id}_{pos}``, ``E_{token_id}-{pos}``; logits ``{n_layers+1}_{token_id}_{n_pos-1}``,
+    ``L_{token_id}-{n_pos-1}``. All are distinct (errors before circuit-tracer 0.5.1 were
+    ``0_{layer}_{pos}``, the id of a layer-0 feature). Node ``influence`` is the cumulative
+    influence.
+
+    ``scan`` names the transcoder set: circuit-tracer's frontend fetches feature pages from the
+    Hugging Face repo ``owner/name[@revision]`` it names (a released set, as circuit-tracer
+    writes it), or from a local folder (:func:`local_scan`). Differences from circuit-tracer:
+    feature ``clerp`` holds ``feature_labels`` when given (it writes ""); a list ``scan``
+    becomes ``custom-<sha256 prefix>`` instead of Python's per-process ``hash``.
     """
     if not _SLUG.match(slug):
         raise ValueError(f"slug {slug!r} must be letters, digits, '.', '_' or '-' (a file name).")
@@ -319,7 +325,6 @@ def to_circuit_tracer_json(
     connected = {link["source"] for link in links} | {link["target"] for link in links}
     always = ("embedding", "logit")
     used = [n for n in nodes.values() if n["node_id"] in connected or n["feature_type"] in always]
-    _check_unique_ids(used)
     transcoder_list = list(scan) if isinstance(scan, list) else []
     if isinstance(scan, list):
         scan = "custom-" + hashlib.sha256("-".join(scan).encode()).hexdigest()[:16]

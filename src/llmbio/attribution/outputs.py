@@ -4,7 +4,8 @@ For each prompt ``<slug>`` under ``out_dir``: ``<slug>.graph.safetensors`` (the 
 ``<slug>.nodes.parquet`` / ``<slug>.edges.parquet`` (pruned tables, columns documented in
 :mod:`llmbio.attribution.export`), ``<slug>.html`` (offline viewer), ``<slug>.png`` (static
 figure), and ``graph_files/<slug>.json`` (circuit-tracer / Neuronpedia format, with the
-``graph-metadata.json`` index its frontend server reads). ``scores.parquet`` holds one row per
+``graph-metadata.json`` index its frontend server reads; ``metadata.scan`` from
+:func:`llmbio.stages.attribution.graph_scan`). ``scores.parquet`` holds one row per
 prompt: sizes, timing, replacement and completeness scores of the full and pruned graph.
 """
 
@@ -48,11 +49,14 @@ def trace_prompt(
     max_feature_nodes: int | None = None,
     batch_size: int | None = None,
     save_graph: bool = True,
+    *,
+    scan: str,
 ) -> dict:
     """Trace, prune, score and export one prompt; returns its row of ``scores.parquet``.
 
     ``save_graph=False`` skips ``<slug>.graph.safetensors`` (the full adjacency, which the
-    faithfulness rule reads; ~0.4 GB for a real model's 8k-feature graph).
+    faithfulness rule reads; ~0.4 GB for a real model's 8k-feature graph). ``scan`` goes into
+    the exported JSON (:func:`llmbio.stages.attribution.graph_scan`).
     """
     out_dir = Path(out_dir)
     ids = torch.tensor(encode(tokenizer, prompt))
@@ -80,7 +84,7 @@ def trace_prompt(
             graph,
             pruned,
             slug=slug,
-            scan="llmbio",
+            scan=scan,
             tokenizer=tokenizer,
             feature_labels=feature_labels,
         ),
@@ -116,8 +120,11 @@ def trace_prompts(
     out_dir,
     max_feature_nodes: int | None = None,
     batch_size: int | None = None,
+    *,
+    scan: str,
 ) -> pd.DataFrame:
-    """Trace loaded model + transcoder on every prompt; write and return ``scores.parquet``."""
+    """Trace loaded model + transcoder on every prompt; write and return ``scores.parquet``
+    (``scan``: :func:`llmbio.stages.attribution.graph_scan`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
@@ -131,6 +138,7 @@ def trace_prompts(
             f"{i:02d}-{slugify(prompt)}",
             max_feature_nodes=max_feature_nodes,
             batch_size=batch_size,
+            scan=scan,
         )
         print(
             f"{row['slug']}: {row['n_features']} features, {row['seconds']:.2f} s, "

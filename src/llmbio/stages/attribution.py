@@ -10,9 +10,21 @@ import pandas as pd
 import torch
 
 from llmbio import artefacts
+from llmbio.attribution.export import local_scan
 from llmbio.attribution.outputs import trace_prompts
+from llmbio.config import RunConfig
 from llmbio.figures import draw_figure
+from llmbio.pretrained import transcoder_scan
 from llmbio.tokenizer import encode
+
+
+def graph_scan(cfg: RunConfig) -> str:
+    """``metadata.scan`` of a run's exported graphs: a released run's transcoder set as
+    circuit-tracer names it (``owner/name[@revision]``, where its frontend finds the set's
+    feature pages), else the run's own folder of feature pages (``./features/<run>``)."""
+    if cfg.pretrained is not None:
+        return transcoder_scan(cfg.pretrained)
+    return local_scan(cfg.run)
 
 
 def trace_stage(
@@ -22,15 +34,20 @@ def trace_stage(
     out_dir,
     max_feature_nodes: int | None = None,
     threads: int = 2,
+    scan: str | None = None,
 ) -> pd.DataFrame:
-    """Trace every prompt into ``out_dir``; write and return ``scores.parquet``."""
+    """Trace every prompt into ``out_dir``; write and return ``scores.parquet``.
+
+    ``scan`` (:func:`graph_scan`) defaults to ``./features/<run>`` for ``results/<run>/model``.
+    """
     torch.set_num_threads(threads)
     model = artefacts.load_model(model_dir)
     tokenizer = artefacts.load_tokenizer(model_dir)
     for prompt in prompts:  # fail on an unknown word before writing anything
         encode(tokenizer, prompt)
     clt = artefacts.load_transcoder(transcoder_dir, model=model)
-    return trace_prompts(model, clt, tokenizer, prompts, out_dir, max_feature_nodes)
+    scan = scan or local_scan(Path(model_dir).resolve().parent.name)
+    return trace_prompts(model, clt, tokenizer, prompts, out_dir, max_feature_nodes, scan=scan)
 
 
 def faithfulness_stage(

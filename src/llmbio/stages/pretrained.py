@@ -17,7 +17,7 @@ from llmbio.attribution.outputs import trace_prompts
 from llmbio.config import RunConfig
 from llmbio.devices import peak_memory_mb, reset_peak_memory
 from llmbio.pretrained import load_pretrained
-from llmbio.stages.attribution import faithfulness_graphs
+from llmbio.stages.attribution import faithfulness_graphs, graph_scan
 from llmbio.studies import discover_studies, load_study
 
 
@@ -52,6 +52,7 @@ def trace_pretrained_stage(
         out_dir,
         max_feature_nodes=cfg.trace.max_feature_nodes,
         batch_size=cfg.trace.batch_size,
+        scan=graph_scan(cfg),
     )
     scores["device"] = str(device)
     scores["peak_gpu_mb"] = peak_memory_mb(device)

@@ -99,6 +99,7 @@ def trace_row(context: StudyContext, model, clt, tokenizer, prompt: Prompt) -> d
         max_feature_nodes=trace.max_feature_nodes if trace else None,
         batch_size=trace.batch_size if trace else None,
         save_graph=False,  # a full adjacency is ~0.4 GB on a real model; the tables suffice
+        scan=context.scan,
     )
     row = {"prompt_id": prompt.id, "family": context.family, "target": prompt.target, **row}
     probs = _next_token_probs(model, tokenizer, prompt.text)

@@ -86,6 +86,14 @@ class StudyContext:
         return self.run.transcoder_dir
 
     @property
+    def scan(self) -> str:
+        """``metadata.scan`` of the study's exported graphs (``graph_scan`` of the run)."""
+        from llmbio.attribution.export import local_scan
+        from llmbio.stages.attribution import graph_scan
+
+        return graph_scan(self.config) if self.config else local_scan(self.run_dir.name)
+
+    @property
     def world_path(self) -> Path:
         return self.run.world_path
 

@@ -107,6 +107,11 @@ def load_transcoder(
     if not directory.is_dir():
         raise FileNotFoundError(f"transcoder directory {directory} does not exist")
     config = read_config(directory)
+    mode = input_mode(config, directory)  # before reading weights: a bad config fails at once
+    if model is not None:
+        released.check_output_hook(config, model, directory)
+    elif mode == "mlp_in":
+        raise ValueError(f"{directory}: reads mlp.hook_in; pass the model to fold its norm gains")
     dec_device = "cpu" if offload_decoders else device
 
     def place(t: torch.Tensor, decoder: bool = False) -> torch.Tensor:
@@ -116,8 +121,9 @@ def load_transcoder(
         state, cross_layer = _read_clt(directory, place), True
     else:
         state, cross_layer = _read_per_layer(directory, place), False
+    if config.get("activation") == "relu":  # circuit-tracer then ignores stored thresholds
+        state["threshold"] = torch.zeros_like(state["threshold"])
     n_layers, n_features, d_model = state["W_enc"].shape
-    mode = input_mode(config, directory)
     eps = released.norm_eps(model) if model is not None else released.DEFAULT_EPS
     with torch.device("meta"):
         clt = CrossLayerTranscoder(
@@ -132,7 +138,7 @@ def load_transcoder(
     if model is not None:
         check_compatible(clt, model, directory)
     if mode == "mlp_in":
-        released.fold_input_gain(clt, model, directory)
+        released.fold_input_gain(clt, model)
     return clt
 
 

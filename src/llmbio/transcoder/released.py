@@ -8,14 +8,20 @@ inputs are functions of it that the replacement model can freeze:
 =========================  =========  ================================================
 feature_input_hook          mode       what the encoder reads, from ``x = hook_resid_mid``
 =========================  =========  ================================================
-``hook_resid_mid``          raw        ``x`` (llmbio, Llama-3.2-1B and Qwen3 PLTs, CLTs)
+``hook_resid_mid``          raw        ``x`` (llmbio, the Gemma and Llama CLTs, Llama PLTs)
 ``ln2.hook_normalized``     normalized ``x / rms(x)``: the norm before its gain (GemmaScope)
-``mlp.hook_in``             mlp_in     ``gain * x / rms(x)``: the gain is folded into ``W_enc``
+``mlp.hook_in``             mlp_in     ``gain * x / rms(x)`` (Qwen3 PLTs): gain folded into W_enc
 =========================  =========  ================================================
 
 ``rms(x) = sqrt(mean(x^2) + eps)`` with the model's norm epsilon. ``hook_mlp_out`` is the MLP
 block's contribution to the residual stream (for Gemma-2, after ``post_feedforward_layernorm``),
-as in TransformerLens and in :mod:`llmbio.adapters`.
+as in TransformerLens and in :mod:`llmbio.adapters`. ``mlp.hook_out`` (the MLP module's own
+output, TransformerLens 3's name, written by the Llama-3.2-1B and Qwen3 releases) is the same
+tensor wherever no norm follows the MLP; for Gemma-2 it is not, and :func:`check_output_hook`
+refuses it.
+
+Activations: ``activation: relu`` or none (JumpReLU when the files hold a threshold, else ReLU);
+circuit-tracer's ``topk`` transcoders are refused.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ INPUT_HOOKS = {
     "ln2.hook_normalized": "normalized",
     "mlp.hook_in": "mlp_in",
 }
-OUTPUT_HOOKS = ("hook_mlp_out",)
+OUTPUT_HOOKS = ("hook_mlp_out", "mlp.hook_out")
+ACTIVATIONS = (None, "relu", "jumprelu")
 
 
 def _hook_name(hook: str) -> str:
@@ -51,8 +58,27 @@ def input_mode(config: dict, where: object = "") -> str:
         supported = sorted(INPUT_HOOKS)
         raise ValueError(f"{where}: feature_input_hook {hook!r} is not one of {supported}")
     if out not in OUTPUT_HOOKS:
-        raise ValueError(f"{where}: feature_output_hook {out!r} is not supported (hook_mlp_out)")
+        supported = list(OUTPUT_HOOKS)
+        raise ValueError(f"{where}: feature_output_hook {out!r} is not one of {supported}")
+    activation = config.get("activation")
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"{where}: activation {activation!r} is not supported (relu or JumpReLU); "
+            "use a ReLU or JumpReLU transcoder set"
+        )
     return INPUT_HOOKS[hook]
+
+
+def check_output_hook(config: dict, model: nn.Module, where: object = "") -> None:
+    """Raise if the transcoder writes ``mlp.hook_out`` on a model whose MLP a norm follows:
+    there it is not the block's contribution to the residual stream that llmbio replaces."""
+    out = _hook_name(str(config.get("feature_output_hook", "hook_mlp_out")))
+    adapter = get_adapter(model)
+    if out == "mlp.hook_out" and adapter.mlp_inner is not None:
+        raise ValueError(
+            f"{where}: feature_output_hook mlp.hook_out is the {adapter.family} MLP's output "
+            f"before {adapter.mlp_out}; use a transcoder set that writes hook_mlp_out"
+        )
 
 
 def norm_eps(model: nn.Module) -> float:
@@ -66,10 +92,8 @@ def norm_eps(model: nn.Module) -> float:
 
 
 @torch.no_grad()
-def fold_input_gain(clt, model: nn.Module | None, where: object = "") -> None:
+def fold_input_gain(clt, model: nn.Module) -> None:
     """``mlp.hook_in`` transcoders: ``W_enc . (g * x_hat) = (W_enc * g) . x_hat``, per layer."""
-    if model is None:
-        raise ValueError(f"{where}: reads mlp.hook_in; pass the model to fold the norm gains")
     adapter = get_adapter(model)
     for layer in range(clt.n_layers):
         norm = adapter.layer_module(model, layer, adapter.mlp_in_norm)
