@@ -140,6 +140,7 @@ def test_circuit_tracer_json_fields(tmp_path):
         to_circuit_tracer_json(graph, slug="../x", scan="s")
 
 
+@pytest.mark.crosscheck
 def test_matches_circuit_tracer_create_graph_files():
     models = pytest.importorskip("circuit_tracer.frontend.graph_models", reason="no circuit-tracer")
     create = pytest.importorskip("circuit_tracer.utils.create_graph_files")
