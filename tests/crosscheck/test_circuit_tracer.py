@@ -98,7 +98,9 @@ def _theirs(folder: Path, kind: str):
 def models(request, folder):
     """``(kind, our model, our transcoder, tokenizer, circuit-tracer's replacement model)``."""
     kind = request.param
-    ours = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float64).eval()
+    ours = AutoModelForCausalLM.from_pretrained(
+        folder / "model", dtype=torch.float64, use_safetensors=True
+    ).eval()
     tc = load_transcoder(folder / kind).double()
     theirs = _theirs(folder, kind)
     return kind, ours, tc, theirs.tokenizer, theirs
