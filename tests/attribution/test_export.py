@@ -182,6 +182,7 @@ def test_scan_per_run():
         local_scan("../x")
 
 
+@pytest.mark.crosscheck
 def test_matches_circuit_tracer_create_graph_files():
     models = pytest.importorskip("circuit_tracer.frontend.graph_models", reason="no circuit-tracer")
     create = pytest.importorskip("circuit_tracer.utils.create_graph_files")

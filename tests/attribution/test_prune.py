@@ -158,6 +158,7 @@ def _as_circuit_tracer(graph: Graph) -> SimpleNamespace:
     )
 
 
+@pytest.mark.crosscheck
 def test_matches_circuit_tracer():
     ct = pytest.importorskip("circuit_tracer.graph", reason="circuit-tracer not importable")
     for seed in range(3):

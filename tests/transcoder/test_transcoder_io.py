@@ -154,8 +154,9 @@ def test_missing_or_broken_directories_raise(tmp_path):
         load_transcoder(tmp_path / "tc")
 
 
+@pytest.mark.crosscheck
 def test_circuit_tracer_loads_our_clt(tmp_path):
-    """Optional: circuit-tracer's own loader reads our CLT directory and computes the same."""
+    """circuit-tracer's own loader reads our CLT directory and computes the same."""
     ct = pytest.importorskip("circuit_tracer.transcoder.cross_layer_transcoder")
     clt = random_transcoder(True)
     save_transcoder(clt, tmp_path / "tc")
@@ -168,8 +169,9 @@ def test_circuit_tracer_loads_our_clt(tmp_path):
     torch.testing.assert_close(theirs(x), clt(x)[0])
 
 
+@pytest.mark.crosscheck
 def test_circuit_tracer_loads_our_plt(tmp_path):
-    """Optional: circuit-tracer's transcoder-set loader reads our per-layer files."""
+    """circuit-tracer's transcoder-set loader reads our per-layer files."""
     slt = pytest.importorskip("circuit_tracer.transcoder.single_layer_transcoder")
     plt = random_transcoder(False)
     save_transcoder(plt, tmp_path / "tc")
