@@ -28,6 +28,10 @@ class UnknownTokenError(ValueError):
     """A prompt contains words outside the organism's vocabulary."""
 
 
+class PromptTooLongError(ValueError):
+    """A prompt has more tokens than the model has positions."""
+
+
 def split_words(text: str) -> list[str]:
     """The pre-tokenisation the tokenizer applies (spaces dropped, newlines kept)."""
     return _TOKEN_RE.findall(text)
@@ -137,3 +141,23 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
             "words from its synthetic world (see results/<run>/world.json)"
         )
     return ids
+
+
+def max_positions(model) -> int | None:
+    """The longest sequence ``model`` was built for (``max_position_embeddings``), if it says."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
+def check_prompt_length(model, n_tokens: int, what: str = "prompt") -> None:
+    """Raise :class:`PromptTooLongError` when ``n_tokens`` exceed the model's positions.
+
+    Rotary models run past their positions without an error but answer nonsense (the organism,
+    trained on 128 tokens, predicts ``<bos>``), so a too-long prompt is refused instead.
+    """
+    limit = max_positions(model)
+    if limit is not None and n_tokens > limit:
+        raise PromptTooLongError(
+            f"{what} has {n_tokens} tokens but the model takes at most {limit} "
+            "(model.max_position): shorten it"
+        )

@@ -34,6 +34,7 @@ from llmbio.adapters import Adapter
 from llmbio.attribution.attention import FROZEN_ATTENTION, use_attention
 from llmbio.attribution.replacement import Recording, check_transcoder, record
 from llmbio.interventions.edits import Edit, LayerEdits, compile_edits
+from llmbio.tokenizer import check_prompt_length
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
 
@@ -179,6 +180,7 @@ class Intervener:
         self.model, self.clt = model, clt
         self.device = next(model.parameters()).device
         self.input_ids = as_input_ids(input_ids).to(self.device)
+        check_prompt_length(model, self.n_pos)
         self.freeze_attention = freeze_attention
         self.constrained = check_layers(constrained_layers, clt.n_layers)
         self.freeze_norms = self.constrained == frozenset(range(clt.n_layers))
