@@ -15,7 +15,6 @@ import pandas as pd
 
 from llmbio.studies.claims import NOT_APPLICABLE
 
-
 AUDIT_COLUMNS = ("kind", "study", "item", "measured", "status", "passed")
 """The columns of ``audit.parquet`` a comparison reads."""
 
