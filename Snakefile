@@ -47,6 +47,7 @@ include: "workflow/rules/audit.smk"
 
 rule all:
     input:
+        f"{R}/config.yaml",
         RUN_OUTPUTS,
         f"{R}/graphs/scores.parquet",
         f"{R}/graphs/faithfulness.parquet",

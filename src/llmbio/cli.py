@@ -2,7 +2,10 @@
 
 ``llmbio trace --run organism --prompt "calc: 36+59="`` traces a prompt with the run's model
 and transcoder and writes the graph, its tables, viewer and figure to ``--out``;
-``llmbio compare-audits results/a results/b`` shows which claims differ between two runs.
+``llmbio intervene --run organism --prompt ... --feature 2/117=x-2`` edits features on the
+real forward pass; ``llmbio compare-audits results/a results/b`` shows which claims differ
+between two runs. trace and intervene read the run's recorded ``results/<run>/config.yaml``
+(CPU kernels, threads, transcoder) unless a flag says otherwise.
 """
 
 from __future__ import annotations
@@ -11,38 +14,60 @@ import argparse
 import sys
 from pathlib import Path
 
+from llmbio.config import RunConfig
+from llmbio.errors import LlmbioError
+from llmbio.logs import setup_logging
 from llmbio.numerics import CPU_KERNELS, pin_cpu_kernels
-from llmbio.tokenizer import UnknownTokenError
 
 
-def _run_dir(args) -> Path:
+def _open_run(args, config: RunConfig | None):
+    from llmbio.run import Run
+
     run_dir = Path(args.results) / args.run
-    if not (run_dir / "model").is_dir():
-        raise SystemExit(
-            f"error: {run_dir / 'model'} does not exist; run `snakemake --cores all` "
-            f"(or with --configfile for run {args.run!r}) first"
+    if not run_dir.is_dir():
+        raise LlmbioError(
+            f"{run_dir} does not exist; make the run with `snakemake --cores all` "
+            f"(with --configfile for run {args.run!r}) first"
         )
-    return run_dir
+    return Run(run_dir, config=config, transcoder=args.transcoder or "clt")
 
 
-def _trace(args) -> None:
-    from llmbio.stages.attribution import trace_stage
+def _trace(args, config: RunConfig | None) -> None:
+    import torch
 
-    run_dir = _run_dir(args)
-    out = Path(args.out) if args.out else run_dir / "graphs" / "cli"
-    scores = trace_stage(
-        run_dir / "model",
-        run_dir / "transcoder" / "clt",
+    from llmbio.stages.attribution import trace_prompts
+    from llmbio.tokenizer import encode
+
+    run = _open_run(args, config)
+    cfg = run.config
+    torch.set_num_threads(args.threads or cfg.trace.threads)
+    out = Path(args.out) if args.out else run.dir / "graphs" / "cli"
+    for prompt in args.prompt:  # fail on an unknown word before writing anything
+        encode(run.tokenizer, prompt)
+    scores = trace_prompts(
+        run.model,
+        run.clt,
+        run.tokenizer,
         args.prompt,
         out,
-        max_feature_nodes=args.max_feature_nodes,
-        threads=args.threads,
+        max_feature_nodes=args.max_feature_nodes or cfg.trace.max_feature_nodes,
+        batch_size=cfg.trace.batch_size,
     )
     print(scores.drop(columns=["prompt"]).to_string(index=False))
     print(f"graphs written to {out} (open the .html files in a browser)")
 
 
-def _compare(args) -> None:
+def _intervene(args, config: RunConfig | None, rest: list[str]) -> None:
+    from llmbio.interventions import intervene_cli
+
+    run = _open_run(args, config) if "-h" not in rest and "--help" not in rest else None
+    argv = [*rest, "--run", args.run, "--results", args.results]
+    if args.transcoder:
+        argv += ["--transcoder", args.transcoder]
+    intervene_cli(argv, run=run)
+
+
+def _compare(args, config: RunConfig | None) -> None:
     import pandas as pd
 
     from llmbio.audit_compare import compare_audits
@@ -56,44 +81,72 @@ def _compare(args) -> None:
             print(changed.to_string(index=False))
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmbio", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument(
         "--cpu-kernels",
         choices=CPU_KERNELS,
-        default="avx2",
-        help="torch's CPU kernels, as the run's cpu_kernels config key (default: avx2, the "
-        "default run's); native for a run made with cpu_kernels: native",
+        default=None,
+        help="torch's CPU kernels (default: the run's cpu_kernels, as recorded in "
+        "results/<run>/config.yaml; avx2 for a run that recorded none)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     tr = sub.add_parser("trace", help="trace prompts into attribution graphs")
-    tr.add_argument("--run", default="organism", help="run name (results/<run>/)")
+    _run_arguments(tr)
     tr.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
     tr.add_argument("--out", help="output folder (default: results/<run>/graphs/cli)")
-    tr.add_argument("--max-feature-nodes", type=int, default=None)
-    tr.add_argument("--threads", type=int, default=2)
+    tr.add_argument(
+        "--max-feature-nodes", type=int, default=None, help="default: the run's trace config"
+    )
+    tr.add_argument("--threads", type=int, default=None, help="default: the run's trace.threads")
     tr.set_defaults(func=_trace)
     cmp = sub.add_parser(
         "compare-audits", help="audits of several runs side by side (claims that moved)"
     )
     cmp.add_argument("runs", nargs="+", help="run folders holding audit.parquet (>= 2)")
     cmp.set_defaults(func=_compare)
+    # its own options are parsed by llmbio.interventions.cli; the run is known here, so that
+    # its config (CPU kernels) is read before torch runs
     iv = sub.add_parser("intervene", help="edit features on the real forward pass", add_help=False)
+    _run_arguments(iv)
+    iv.add_argument("--results", dest="intervene_results", default=None, help=argparse.SUPPRESS)
     iv.set_defaults(func=None)
-    args, rest = parser.parse_known_args(argv)
-    # torch reads these at its first operation, which comes after this (llmbio.numerics)
-    pin_cpu_kernels(args.cpu_kernels)
-    if args.command == "intervene":
-        from llmbio.interventions import intervene_cli
+    return parser
 
-        intervene_cli(rest)
-        return
-    if rest:
-        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", default="organism", help="run name (results/<run>/)")
+    parser.add_argument(
+        "--transcoder",
+        choices=("clt", "plt"),
+        default=None,
+        help="the organism's transcoder (default: clt; a released model's run uses its own)",
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    setup_logging()
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "intervene_results", None):  # `llmbio intervene --results ...`
+        args.results = args.intervene_results
     try:
-        args.func(args)
-    except (UnknownTokenError, FileNotFoundError, ValueError) as err:
+        config = None
+        if args.command != "compare-audits":
+            from llmbio.run import read_run_config
+
+            config = read_run_config(Path(args.results) / args.run)
+        # torch reads these at its first operation, which comes after this (llmbio.numerics)
+        kernels = args.cpu_kernels or (config.cpu_kernels if config else "avx2")
+        pin_cpu_kernels(kernels)
+        if args.command == "intervene":
+            _intervene(args, config, rest)
+            return
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        args.func(args, config)
+    except (LlmbioError, FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
 
 

@@ -9,6 +9,7 @@ fail at start-up with the key's dotted path.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -242,6 +243,38 @@ def _check_together(cfg: RunConfig) -> None:
 
 def _one_line(err: Exception) -> str:
     return " ".join(str(err).split())
+
+
+RUN_CONFIG_FILE = "config.yaml"  # results/<run>/config.yaml, written by the run_config rule
+
+
+def config_dict(cfg: RunConfig) -> dict:
+    """``cfg`` as plain YAML data (every key, defaults filled in); :func:`load_config` reads it
+    back to an equal config."""
+
+    def plain(value):
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def write_run_config(cfg: RunConfig, path: str | Path) -> Path:
+    """Write the merged config of a run to ``path`` (``results/<run>/config.yaml``) atomically:
+    a reader sees the old file or the whole new one, never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = (
+        f"# The merged, validated config of results/{cfg.run}/ (every key, defaults filled in).\n"
+        "# Written by the run_config rule; the llmbio CLI and llmbio.run read it back.\n"
+    )
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(header + yaml.safe_dump(config_dict(cfg), sort_keys=False, allow_unicode=True))
+    tmp.replace(path)
+    return path
 
 
 def _build(cls: type, data: object, where: str):

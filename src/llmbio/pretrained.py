@@ -85,24 +85,23 @@ def load_pretrained(cfg: PretrainedConfig, device: str | torch.device | None = N
     Reads only the downloaded directories (no network). The tokenizer gets a BOS token when
     it has none (Qwen): position 0 is left out of every graph, as in circuit-tracer.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from llmbio.transcoder.io import load_transcoder
+    from llmbio import artefacts
 
     device = pick_device(cfg.device) if device is None else torch.device(device)
     dtype = pick_dtype(cfg.dtype, device)
     path = model_dir(cfg)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} is missing; run the download_model rule first")
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=cfg.trust_remote_code, use_safetensors=True
+    model = artefacts.load_model(
+        path, "download_model", dtype=dtype, trust_remote_code=cfg.trust_remote_code
     )
     model = model.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     if tokenizer.bos_token is None:
         tokenizer.bos_token = tokenizer.eos_token or tokenizer.pad_token
-    clt = load_transcoder(
+    clt = artefacts.load_transcoder(
         transcoder_dir(cfg),
+        "download_transcoder",
         model=model,
         dtype=dtype,
         device=device,

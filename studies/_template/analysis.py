@@ -1,22 +1,21 @@
 """Template analysis: the model's next-token prediction on each of the study's prompts.
 
-Snakemake's `study_analysis` rule calls ``run(context)``; see ``llmbio.studies.StudyContext``
-for the paths (model, transcoder, world) and the table / figure helpers. Write tables first,
+Snakemake's `study_analysis` rule calls ``run(context)``; ``context.run`` opens the run's
+model, tokenizer, transcoder and world (``llmbio.run.Run``), and ``llmbio.studies.StudyContext``
+has the table / figure helpers. Write tables first,
 then draw figures from those tables only.
 """
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
 from llmbio.studies import Prompt, StudyContext
-from llmbio.tokenizer import UnknownTokenError, encode, load_tokenizer
+from llmbio.tokenizer import UnknownTokenError, encode
 
 
 def run(context: StudyContext) -> None:
-    model = AutoModelForCausalLM.from_pretrained(context.model_dir).eval()
-    tokenizer = load_tokenizer(context.model_dir)
+    model, tokenizer = context.run.model, context.run.tokenizer
     rows = [predict(model, tokenizer, p) for p in context.prompts("organism")]
     context.save_table(pd.DataFrame(rows), "predictions")
     context.draw_figure("target_probability", plot_target_probability, ["predictions"])

@@ -8,6 +8,7 @@ import torch
 import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from llmbio.errors import ArtefactError
 from llmbio.interventions import intervene_cli
 from llmbio.tokenizer import build_tokenizer
 from llmbio.transcoder.clt import CrossLayerTranscoder
@@ -58,7 +59,7 @@ def test_cli_errors_name_the_fix(run_dir):
     base = ["--results", str(run_dir.parent), "--run", "r", "--prompt", PROMPT]
     with pytest.raises(SystemExit, match="--donor-prompt"):
         intervene_cli([*base, "--feature", "1/4=dx2"])
-    with pytest.raises(SystemExit, match="No model"):
+    with pytest.raises(ArtefactError, match=r"missing/model is missing; .*--forcerun train_model"):
         intervene_cli([*base, "--run", "missing", "--feature", "1/4=x2"])
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import yaml
@@ -20,11 +21,19 @@ from llmbio.features.supernodes import resolve, supernodes_from_dict
 from llmbio.interventions.edits import parse_edit
 from llmbio.interventions.run import donor_activations, intervene
 
+if TYPE_CHECKING:
+    from llmbio.run import Run
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmbio intervene", description=__doc__.splitlines()[0])
     p.add_argument("--run", default="organism", help="results/<run>/ holds model and transcoder")
     p.add_argument("--results", default="results", help="the results root folder")
+    p.add_argument(
+        "--transcoder", choices=("clt", "plt"), default="clt",
+        help="the organism's transcoder (a released model's run uses its own)",
+    )  # fmt: skip
+    p.add_argument("--threads", type=int, default=None, help="default: the run's trace.threads")
     p.add_argument("--prompt", required=True, help="the prompt text")
     p.add_argument(
         "--feature", action="append", required=True, metavar="SPEC",
@@ -60,38 +69,35 @@ def parse_layers(text: str | None) -> list[int] | None:
         raise SystemExit(f"--constrained {text!r}: use 'a:b' or a comma-separated list") from err
 
 
-def _load(run_dir: Path):
-    from transformers import AutoModelForCausalLM
-
-    from llmbio.tokenizer import load_tokenizer
-    from llmbio.transcoder.io import load_transcoder
-
-    model_dir, clt_dir = run_dir / "model", run_dir / "transcoder" / "clt"
-    if not model_dir.is_dir():
-        raise SystemExit(f"No model at {model_dir}; train the run's model first.")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
-    if not clt_dir.is_dir():
-        raise SystemExit(f"No transcoder at {clt_dir}; train the run's transcoder first.")
-    clt = load_transcoder(clt_dir, model, dtype=model.dtype)
-    return model, clt, load_tokenizer(model_dir)
-
-
-def _supernodes(args, run_dir: Path) -> dict:
+def _supernodes(args, run: Run) -> dict:
     if not args.supernodes:
         return {}
     nodes = supernodes_from_dict(yaml.safe_load(Path(args.supernodes).read_text()))
-    labels_path = Path(args.labels) if args.labels else run_dir / "features" / "labels.parquet"
-    labels = pd.read_parquet(labels_path) if labels_path.exists() else None
+    if args.labels:
+        labels = pd.read_parquet(args.labels)
+    elif run.path("features/labels.parquet").exists():
+        labels = run.table("features/labels.parquet")
+    else:
+        labels = None
     return {n.name: n for n in resolve(nodes, labels)}
 
 
-def intervene_cli(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run the intervention, print the results table; returns the exit code."""
+def intervene_cli(argv: Sequence[str] | None = None, run: Run | None = None) -> int:
+    """Parse ``argv``, run the intervention, print the results table; returns the exit code.
+
+    ``run``: the run already opened (by ``llmbio intervene``); else ``--results``/``--run``.
+    """
+    import torch
+
+    from llmbio.run import Run
+
     args = _parser().parse_args(argv)
-    run_dir = Path(args.results) / args.run
-    named = _supernodes(args, run_dir)
+    if run is None:
+        run = Run(Path(args.results) / args.run, transcoder=args.transcoder)
+    torch.set_num_threads(args.threads or run.config.trace.threads)
+    named = _supernodes(args, run)
     edits = [parse_edit(spec, named) for spec in args.feature]
-    model, clt, tokenizer = _load(run_dir)
+    model, clt, tokenizer = run.model, run.clt, run.tokenizer
     if any(e.kind == "inject" for e in edits):
         if not args.donor_prompt:
             raise SystemExit("dx edits inject a donor's activations: pass --donor-prompt.")

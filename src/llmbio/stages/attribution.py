@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
+from llmbio import artefacts
 from llmbio.attribution.export import (
     graph_tables,
     save_tables,
@@ -30,8 +30,7 @@ from llmbio.attribution.prune import compute_graph_scores, prune_graph
 from llmbio.attribution.trace import trace
 from llmbio.attribution.viewer import write_graph_html
 from llmbio.figures import draw_figure
-from llmbio.tokenizer import check_prompt_length, encode, load_tokenizer
-from llmbio.transcoder.io import load_transcoder
+from llmbio.tokenizer import check_prompt_length, encode
 
 
 def slugify(text: str, max_len: int = 48) -> str:
@@ -116,11 +115,11 @@ def trace_stage(
 ) -> pd.DataFrame:
     """Trace every prompt into ``out_dir``; write and return ``scores.parquet``."""
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    tokenizer = load_tokenizer(model_dir)
+    model = artefacts.load_model(model_dir)
+    tokenizer = artefacts.load_tokenizer(model_dir)
     for prompt in prompts:  # fail on an unknown word before writing anything
         encode(tokenizer, prompt)
-    clt = load_transcoder(transcoder_dir, model=model)
+    clt = artefacts.load_transcoder(transcoder_dir, model=model)
     return trace_prompts(model, clt, tokenizer, prompts, out_dir, max_feature_nodes)
 
 
@@ -189,8 +188,8 @@ def faithfulness_stage(
     graph's Spearman correlation between ``predicted_total`` and ``actual``.
     """
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    clt = load_transcoder(transcoder_dir, model=model)
+    model = artefacts.load_model(model_dir)
+    clt = artefacts.load_transcoder(transcoder_dir, model=model)
     return faithfulness_graphs(model, clt, graphs_dir, out_table, out_figure, n_features)
 
 

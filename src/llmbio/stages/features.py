@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM
 
+from llmbio import artefacts
 from llmbio.activations import ActivationReader
 from llmbio.features.atlas import build_atlas, save_atlas
 from llmbio.features.labels import build_labels, save_labels
-from llmbio.tokenizer import load_tokenizer
-from llmbio.transcoder.io import load_transcoder
 from llmbio.world import World
 
 
@@ -25,9 +23,9 @@ def features_stage(
     cache_dir, model_dir, transcoder_dir, world_path, out_dir, threads: int = 2
 ) -> None:
     torch.set_num_threads(threads)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    tokenizer = load_tokenizer(model_dir)
-    clt = load_transcoder(transcoder_dir, model=model)
+    model = artefacts.load_model(model_dir)
+    tokenizer = artefacts.load_tokenizer(model_dir)
+    clt = artefacts.load_transcoder(transcoder_dir, model=model)
     reader = ActivationReader(cache_dir)
     start = time.perf_counter()
     save_atlas(build_atlas(clt, reader, tokenizer, model=model), out_dir)

@@ -55,14 +55,14 @@ def tokenizer_stage(corpus_path: str | Path, world_path: str | Path, out_dir: st
 def train_stage(
     cfg: RunConfig, corpus_path, tokenizer_dir, model_dir, curve_path, checkpoint_dir
 ) -> None:
+    from llmbio import artefacts
     from llmbio.corpus import load_corpus, packed_sequences
     from llmbio.devices import pick_training_device
     from llmbio.numerics import describe_cpu_kernels
     from llmbio.organism import build_model, save_model, train_model
-    from llmbio.tokenizer import load_tokenizer
 
     device = pick_training_device(cfg.train.device)  # before any work: a missing GPU fails at once
-    tok = load_tokenizer(tokenizer_dir)
+    tok = artefacts.load_tokenizer(tokenizer_dir, "tokenizer")
     corpus = load_corpus(corpus_path)
     seqs = packed_sequences(tok, corpus["text"], cfg.train.seq_len)
     model = build_model(cfg.model, tok, cfg.train.seed).to(device)
@@ -98,16 +98,15 @@ def behaviour_stage(
     cfg: RunConfig, world_path, model_dir, out_summary, out_items, out_figure
 ) -> pd.DataFrame:
     import torch
-    from transformers import AutoModelForCausalLM
 
+    from llmbio import artefacts
     from llmbio.behaviour import evaluate_behaviour, plot_behaviour, summarise
     from llmbio.figures import draw_figure
-    from llmbio.tokenizer import load_tokenizer
 
     torch.set_num_threads(cfg.trace.threads)
     world = World.load(world_path)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    tok = load_tokenizer(model_dir)
+    model = artefacts.load_model(model_dir)
+    tok = artefacts.load_tokenizer(model_dir)
     items = evaluate_behaviour(model, tok, world, cfg.eval.n_seen_addition, cfg.eval.max_new_tokens)
     summary = summarise(items)
     items.to_parquet(out_items, index=False)

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from transformers import AutoModelForCausalLM
 
+from llmbio import artefacts
 from llmbio.activations import ActivationReader, cache_activations
 from llmbio.config import RunConfig
 from llmbio.corpus import build_corpus, load_corpus, packed_sequences
 from llmbio.devices import pick_training_device
 from llmbio.figures import draw_figure
-from llmbio.tokenizer import encode, load_tokenizer
+from llmbio.tokenizer import encode
 from llmbio.transcoder.evaluate import evaluate_transcoder, plot_transcoder_eval
-from llmbio.transcoder.io import load_transcoder, save_transcoder
+from llmbio.transcoder.io import save_transcoder
 from llmbio.transcoder.train import train_transcoder
 from llmbio.world import World
 
@@ -67,8 +67,8 @@ def cache_sequences(corpus: pd.DataFrame, tokenizer, cfg: RunConfig) -> torch.Te
 def cache_stage(cfg: RunConfig, corpus_path, model_dir, out_dir) -> None:
     torch.set_num_threads(cfg.trace.threads)  # an analysis job's: its rule runs beside one
     device = transcoder_device(cfg)
-    picked = cache_sequences(load_corpus(corpus_path), load_tokenizer(model_dir), cfg)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval().to(device)
+    picked = cache_sequences(load_corpus(corpus_path), artefacts.load_tokenizer(model_dir), cfg)
+    model = artefacts.load_model(model_dir).to(device)
     start = time.perf_counter()
     cache_activations(
         model,
@@ -126,15 +126,15 @@ def evaluate_stage(
     # on the transcoders' device: with a GPU CLT of thousands of features the CPU would take
     # minutes here (the studies, after it, run on the CPU either way)
     device = transcoder_device(cfg)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval().to(device)
-    tok = load_tokenizer(model_dir)
+    model = artefacts.load_model(model_dir).to(device)
+    tok = artefacts.load_tokenizer(model_dir)
     world = World.load(world_path)
     reader = ActivationReader(cache_dir)
     held_out = _eval_text(cfg, world, tok).split(32)
     prompts = [torch.tensor([encode(tok, p)]) for p in world.showcase_prompts()]
     frames = []
     for name, path in transcoder_dirs.items():
-        clt = load_transcoder(path, model=model, device=device)
+        clt = artefacts.load_transcoder(path, model=model, device=device)
         df = evaluate_transcoder(clt, reader, model, held_out, name=name)
         frames.append(df.assign(data="heldout_text"))
         on_prompts = evaluate_transcoder(clt, reader, model, prompts, name=name)

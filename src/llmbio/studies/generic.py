@@ -77,11 +77,8 @@ _EFFECTS = "Declared interventions: P(expected answer) before and after the edit
 
 def load_run_model(context: StudyContext):
     """``(model, tokenizer, transcoder)``: the released model of the run, or the organism's."""
-    cfg = context.config
-    if cfg is not None and cfg.pretrained is not None:
-        from llmbio.pretrained import load_pretrained
-
-        return load_pretrained(cfg.pretrained)
+    if context.run.config.pretrained is not None:
+        return context.run.model, context.run.tokenizer, context.run.clt
     organism = context.load_organism()
     return organism.model, organism.tokenizer, organism.clt
 

@@ -19,6 +19,7 @@ import importlib.util
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedTokenizerBase
 
+    from llmbio.run import Run
     from llmbio.transcoder.clt import CrossLayerTranscoder
     from llmbio.world import World
 
@@ -66,25 +68,25 @@ class StudyContext:
         """
         return self.config.family if self.config is not None else ORGANISM
 
+    @cached_property
+    def run(self) -> Run:
+        """The run this study analyses (:class:`llmbio.run.Run`): model, tokenizer, transcoder
+        and world, each loaded (and checked) on first use and then kept."""
+        from llmbio.run import Run
+
+        return Run(self.run_dir, config=self.config)
+
     @property
     def model_dir(self) -> Path:
-        if self.config is not None and self.config.pretrained is not None:
-            from llmbio.pretrained import model_dir
-
-            return model_dir(self.config.pretrained)
-        return self.run_dir / "model"
+        return self.run.model_dir
 
     @property
     def transcoder_dir(self) -> Path:
-        if self.config is not None and self.config.pretrained is not None:
-            from llmbio.pretrained import transcoder_dir
-
-            return transcoder_dir(self.config.pretrained)
-        return self.run_dir / "transcoder" / "clt"
+        return self.run.transcoder_dir
 
     @property
     def world_path(self) -> Path:
-        return self.run_dir / "world.json"
+        return self.run.world_path
 
     @property
     def tables_dir(self) -> Path:
@@ -96,18 +98,12 @@ class StudyContext:
 
     def load_organism(self) -> Organism:
         """The run's model, tokenizer, transcoder and world; torch gets the run's threads
-        (``train.threads``; 2 without a config)."""
+        (``trace.threads``)."""
         import torch
-        from transformers import AutoModelForCausalLM
 
-        from llmbio.tokenizer import load_tokenizer
-        from llmbio.transcoder.io import load_transcoder
-        from llmbio.world import World
-
-        torch.set_num_threads(self.config.trace.threads if self.config else 2)
-        model = AutoModelForCausalLM.from_pretrained(self.model_dir).eval()
-        clt = load_transcoder(self.transcoder_dir, model=model)
-        return Organism(model, load_tokenizer(self.model_dir), clt, World.load(self.world_path))
+        torch.set_num_threads(self.run.config.trace.threads)
+        run = self.run
+        return Organism(run.model, run.tokenizer, run.clt, run.world)
 
     def prompts(self, family: str | None = None) -> tuple[Prompt, ...]:
         """The study's prompts of ``family`` (default: the run's)."""
