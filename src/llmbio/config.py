@@ -19,6 +19,7 @@ from typing import Annotated
 import yaml
 
 from llmbio.bounds import Bound, Fraction, NonNegative, Positive, PositiveFloat, RunName
+from llmbio.errors import LlmbioError
 from llmbio.numerics import cpu_kernel_env
 from llmbio.transcoder.config import TranscoderConfig
 
@@ -31,7 +32,7 @@ Dtype = Annotated[
 ]
 
 
-class ConfigError(ValueError):
+class ConfigError(LlmbioError, ValueError):
     """A configuration key is unknown, missing or of the wrong type."""
 
 

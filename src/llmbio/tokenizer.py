@@ -15,6 +15,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from llmbio.errors import LlmbioError
+
 SPECIAL = {"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"}
 TOKEN_PATTERN = r"\n|[\u3000-\u303f\u4e00-\u9fff]|[^\W\d_]+|\d+|[^\w\s]"
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
@@ -24,11 +26,11 @@ _TOKEN_RE = re.compile(TOKEN_PATTERN)
 _FAST_SAFE_RE = re.compile(r"[\x20-\x7e\n\u00c0-\u024f\u3001-\u303f\u4e00-\u9fff]*")
 
 
-class UnknownTokenError(ValueError):
+class UnknownTokenError(LlmbioError, ValueError):
     """A prompt contains words outside the organism's vocabulary."""
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(LlmbioError, ValueError):
     """A prompt has more tokens than the model has positions."""
 
 

@@ -16,12 +16,13 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from llmbio.errors import LlmbioError
 from llmbio.studies.schema import DEFAULT_NEEDS, study_schema
 
 STUDY_FILE = "study.yaml"
 
 
-class StudyError(ValueError):
+class StudyError(LlmbioError, ValueError):
     """A study file is invalid; the message names the file and the field path."""
 
 
