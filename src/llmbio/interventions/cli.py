@@ -146,7 +146,13 @@ def _supernodes(args, run: Run) -> dict:
     if not nodes:
         return {}
     if args.labels:
-        labels = pd.read_parquet(args.labels)
+        try:
+            labels = pd.read_parquet(args.labels)
+        except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+            raise UsageError(
+                f"--labels {args.labels}: not a readable Parquet table ({one_line(err)}); give "
+                "a features/labels.parquet of a run"
+            ) from None
     elif run.path("features/labels.parquet").exists():
         labels = run.table("features/labels.parquet")
     else:
