@@ -136,12 +136,13 @@ def trace_prompts(
 
     Every prompt is checked (vocabulary, length) before the first trace. ``scores.parquet`` is
     written last, under a temporary name moved into place; when a trace fails, an ``out_dir``
-    this call created is removed, so no half-filled folder looks like a finished one.
+    this call created (with any parent folder it made) is removed, so no half-filled folder
+    looks like a finished one.
     """
     out_dir = Path(out_dir)
     for prompt in prompts:
         check_prompt_length(model, len(encode(tokenizer, prompt)), f"prompt {prompt!r}")
-    created = not out_dir.exists()
+    created = _first_missing(out_dir)
     try:
         rows = []
         for i, prompt in enumerate(prompts):
@@ -167,10 +168,19 @@ def trace_prompts(
         scores.to_parquet(partial, index=False)
         partial.replace(out_dir / "scores.parquet")
     except BaseException:
-        if created and out_dir.exists():
-            shutil.rmtree(out_dir)
+        if created is not None and created.exists():
+            shutil.rmtree(created)
         raise
     return scores
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None: ``path`` exists)."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
 
 
 def faithfulness_stage(
