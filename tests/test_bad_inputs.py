@@ -332,13 +332,15 @@ CONFIG_CASES = {
         "'corpus.mixture.poetry' must be >= 0",
     ),
     "YAML syntax error": ("model: {n_layers: 2\n", "bad.yaml is not valid YAML"),
+    "not UTF-8": ("run: caf\xe9\n", "bad.yaml is not valid YAML"),
+    "a list, not a mapping": ("- run\n", "'<root>' must be a mapping"),
 }
 
 
 @pytest.mark.parametrize("case", CONFIG_CASES)
 def test_config_refuses(case, work):
     text, message = CONFIG_CASES[case]
-    (work / "bad.yaml").write_text(text)
+    (work / "bad.yaml").write_bytes(text.encode("latin-1"))
     with pytest.raises(ConfigError) as exc:
         load_config(work / "bad.yaml")
     assert message in str(exc.value)
@@ -374,12 +376,14 @@ def test_snakemake_dry_run_refuses_out_of_range_keys_by_name(work):
         ("name: demo\ntitle: [unclosed\n", ["study.yaml", "not valid YAML", "line"]),
         ("name: demo\n\ttitle: tab\n", ["study.yaml", "not valid YAML"]),
         ("name: demo\ntitle: Demo\nwhatever: 1\n", ["study.yaml", "whatever"]),
+        ("name: d\xe9mo\n", ["study.yaml", "not valid YAML", "utf-8"]),
+        ("", ["study.yaml", "name"]),
     ],
 )
 def test_a_bad_study_file_names_itself(text, words, work):
     folder = work / "studies" / "demo"
     folder.mkdir(parents=True)
-    (folder / "study.yaml").write_text(text)
+    (folder / "study.yaml").write_bytes(text.encode("latin-1"))
     with pytest.raises(StudyError) as exc:
         load_study(folder)
     for word in words:

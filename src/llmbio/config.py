@@ -214,7 +214,7 @@ def load_config(source: str | Path | dict) -> RunConfig:
             raise ConfigError(f"config file {path} not found (see config/config.yaml)")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
             raise ConfigError(f"{path} is not valid YAML: {_one_line(err)}") from None
     cfg = _build(RunConfig, data, "")
     try:

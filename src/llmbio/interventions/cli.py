@@ -88,7 +88,7 @@ def read_supernodes(path: str | None) -> list:
         return []
     try:
         data = yaml.safe_load(Path(path).read_text())
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise UsageError(f"--supernodes {path}: not valid YAML ({one_line(err)})") from None
     if not isinstance(data, dict) or not data:
         raise UsageError(

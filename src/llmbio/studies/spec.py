@@ -150,10 +150,10 @@ def load_study(path: str | Path) -> Study:
         raise FileNotFoundError(f"{file}: no such study file")
     try:
         data = yaml.safe_load(file.read_text()) or {}
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
         where = getattr(err, "problem_mark", None)
         line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
-        problem = getattr(err, "problem", None) or "syntax error"
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
         raise StudyError(f"{file}: not valid YAML{line}: {problem}; fix the file") from None
     _validate(data, file)
     study = _build(data, file.parent)
