@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from llmbio.config import ConfigError, config_schema, load_config
+from llmbio.config import ConfigError, config_schema, load_config, write_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,3 +50,12 @@ def test_missing_file_has_clear_error(tmp_path):
 def test_schema_file_matches_dataclasses():
     on_disk = json.loads((ROOT / "workflow/schemas/config.schema.json").read_text())
     assert on_disk == config_schema(), "regenerate with llmbio.config.config_schema()"
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "tiny.yaml", "gemma-2-2b.yaml"])
+def test_the_recorded_config_reads_back_equal(tmp_path, name):
+    cfg = load_config(ROOT / "config" / name)
+    path = write_run_config(cfg, tmp_path / "results" / cfg.run / "config.yaml")
+    assert load_config(path) == cfg
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]  # no temporary left
+    assert path.read_text().startswith(f"# The merged, validated config of results/{cfg.run}/")

@@ -79,3 +79,33 @@ def random_clt(
             p.copy_(torch.randn_like(p) * 0.3)
         clt.threshold.uniform_(0.0, 0.3)
     return clt
+
+
+def write_tiny_run(run_dir, config: dict | None = None):
+    """A run folder as the pipeline leaves it, in miniature: ``model/`` (a float32 two-layer
+    Llama and its word tokenizer, safetensors), ``transcoder/clt/`` and, when ``config`` is
+    given, the ``config.yaml`` the run recorded. Returns ``run_dir``."""
+    from pathlib import Path
+
+    from llmbio.config import load_config, write_run_config
+    from llmbio.tokenizer import build_tokenizer
+    from llmbio.transcoder.io import save_transcoder
+
+    run_dir = Path(run_dir)
+    tok = build_tokenizer(["the capital of Texas is Austin .", "Dallas is in Texas ."])
+    torch.manual_seed(0)
+    config_ = LlamaConfig(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, bos_token_id=tok.bos_token_id,
+    )  # fmt: skip
+    LlamaForCausalLM(config_).save_pretrained(run_dir / "model")
+    tok.save_pretrained(run_dir / "model")
+    clt = CrossLayerTranscoder(2, 16, 8)
+    with torch.no_grad():
+        for p in clt.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+        clt.threshold.zero_()
+    save_transcoder(clt, run_dir / "transcoder" / "clt")
+    if config is not None:
+        write_run_config(load_config({"run": run_dir.name, **config}), run_dir / "config.yaml")
+    return run_dir

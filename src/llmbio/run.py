@@ -175,8 +175,10 @@ class Run:
         """The run's transcoder, checked against its model (loads the model too)."""
         if self.config.pretrained is not None:
             return self._released[2]
-        relative = Path("transcoder") / self.transcoder
-        return artefacts.load_transcoder(self.transcoder_dir, rule_for(relative), model=self.model)
+        rule = rule_for(Path("transcoder") / self.transcoder)
+        if not self.transcoder_dir.is_dir():  # said before the model is loaded for nothing
+            raise ArtefactError(self.transcoder_dir, "is missing", artefacts.remake(rule))
+        return artefacts.load_transcoder(self.transcoder_dir, rule, model=self.model)
 
     @cached_property
     def world(self) -> World:

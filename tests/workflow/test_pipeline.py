@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from llmbio.config import load_config
 from llmbio.numerics import cpu_kernel_env
 
 NATIVE_CAPABILITY = torch.backends.cpu.get_cpu_capability()
@@ -60,12 +61,22 @@ def test_tiny_pipeline_runs_end_to_end(workdir):
     if cpu_kernel_env("avx2") and NATIVE_CAPABILITY != "DEFAULT":
         # the default cpu_kernels (avx2) reached the training job, whatever this CPU has
         assert "torch CPU kernels: AVX2" in (out / "logs" / "train_model.log").read_text()
-    # nothing left to do: a second run is a no-op
+    # the run recorded its merged config, and the library's log lines reached the rule logs
+    recorded = load_config(out / "config.yaml")
+    assert recorded.run == "tiny" and recorded.model.d_model == 32
+    assert recorded.cpu_kernels == "avx2" and recorded.world.seed == 0  # from config/config.yaml
     assert (
-        "Nothing to be done"
-        in _snakemake(workdir, "-n", "--configfile", "config/tiny.yaml").stdout
-        + _snakemake(workdir, "-n", "--configfile", "config/tiny.yaml").stderr
+        "INFO llmbio.attribution.trace: Tracing" in (out / "logs" / "trace_graphs.log").read_text()
     )
+    # nothing left to do: a second run is a no-op, also when only a comment of the config moved
+    commented = workdir / "config" / "tiny-commented.yaml"
+    commented.write_text("# a comment\n" + (workdir / "config" / "tiny.yaml").read_text())
+    for configfile in ("config/tiny.yaml", "config/tiny-commented.yaml"):
+        proc = _snakemake(workdir, "-n", "--configfile", configfile)
+        assert "Nothing to be done" in proc.stdout + proc.stderr
+    # a changed value rewrites the recorded config
+    proc = _snakemake(workdir, "-n", "--configfile", configfile, "--config", "audit_strict=True")
+    assert "rule run_config" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow

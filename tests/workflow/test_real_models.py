@@ -22,6 +22,7 @@ from llmbio.pretrained import model_dir, transcoder_dir
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ["gemma-2-2b", "gemma-2-2b-plt", "llama-3.2-1b", "qwen3-4b"]
 REAL_RULES = {
+    "run_config",  # released-model runs record their config too
     "download_model",
     "download_transcoder",
     "trace_graphs",

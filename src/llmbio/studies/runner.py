@@ -1,7 +1,8 @@
 """Run a study's analysis: import ``studies/<name>/analysis.py`` and call its ``run(context)``.
 
 The :class:`StudyContext` hands the analysis everything it may touch: the study, the run
-config, the paths of the run's model, transcoder and world, and a ``save_table`` /
+config, the run itself (``context.run``, a :class:`llmbio.run.Run`: model, tokenizer,
+transcoder and world, checked and loaded on first use), and a ``save_table`` /
 ``draw_figure`` pair that writes Parquet tables and figures with provenance into the study's
 results folder::
 
