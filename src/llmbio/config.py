@@ -51,7 +51,9 @@ class WorldConfig:
     lexicon_quote_other_frac: Fraction = 0.2
     # where Chinese lexicon questions put the quoted word: "word_first" (the paper's wording,
     # '" 小 " 的 反 义 词 是 "') or "relation_first" (English and French order, an experiment)
-    lexicon_zh_order: Annotated[str, Bound(pattern="word_first|relation_first")] = "word_first"
+    lexicon_zh_order: Annotated[
+        str, Bound(pattern="word_first|relation_first", why="word_first or relation_first")
+    ] = "word_first"
     max_operand: Annotated[int, Bound(9, 99)] = 99  # calc operands range over 0..max_operand
     heldout_pair_frac: Fraction = 0.1  # unordered operand pairs never seen in training
     # dangerous / harmless ingredient pairs never in a dialogue (at most 3 dangerous: one per
