@@ -61,7 +61,7 @@ def test_intervene_reads_the_global_results_option(results, capsys):
 
 
 def test_a_missing_run_is_one_line(tmp_path):
-    with pytest.raises(SystemExit, match=r"^error: \S+/none does not exist; make the run"):
+    with pytest.raises(SystemExit, match=r"^llmbio: error: \S+/none does not exist; make the run"):
         main(["--results", str(tmp_path), "trace", "--run", "none", "--prompt", "x"])
 
 
@@ -73,7 +73,7 @@ def test_trace_refuses_a_planted_pickle_naming_the_fix(results):
     with pytest.raises(SystemExit) as info:
         _trace(results)
     assert str(info.value) == (
-        f"error: {model / 'pytorch_model.bin'} is a pickle, which llmbio never loads "
+        f"llmbio: error: {model / 'pytorch_model.bin'} is a pickle, which llmbio never loads "
         "(unpickling can run code); remake it with `snakemake --cores all --forcerun "
         "train_model`, or convert the weights to model.safetensors"
     )

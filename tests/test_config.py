@@ -43,7 +43,7 @@ def test_wrong_type_is_named():
 
 
 def test_missing_file_has_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found"):
+    with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
 
 

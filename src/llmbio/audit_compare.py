@@ -15,6 +15,9 @@ import pandas as pd
 
 from llmbio.studies.claims import NOT_APPLICABLE
 
+AUDIT_COLUMNS = ("kind", "study", "item", "measured", "status", "passed")
+"""The columns of ``audit.parquet`` a comparison reads."""
+
 
 def load_audit(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "audit.parquet"
@@ -22,7 +25,20 @@ def load_audit(run_dir: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(
             f"{path} is missing: run the pipeline (its `audit` rule) for {run_dir} first"
         )
-    return pd.read_parquet(path)
+    try:
+        audit = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+        raise ValueError(
+            f"{path} is not a readable Parquet table ({type(err).__name__}); rerun the `audit` "
+            "rule for that run"
+        ) from None
+    missing = [c for c in AUDIT_COLUMNS if c not in audit.columns]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the audit columns {missing}: it is not an audit table of this version "
+            "of llmbio; rerun the `audit` rule for that run"
+        )
+    return audit
 
 
 def run_labels(runs: Sequence[str | Path]) -> list[str]:

@@ -7,6 +7,10 @@ real forward pass; ``llmbio compare-audits results/a results/b`` shows which cla
 between two runs; ``llmbio findings results/organism`` prints the run's findings as Markdown.
 trace and intervene read the run's recorded ``results/<run>/config.yaml`` (CPU kernels,
 threads, transcoder) unless a flag says otherwise.
+
+Every argument is checked before anything is loaded. An error is one line naming the problem
+and the fix, with exit status 2 for a bad argument and 1 for a failure; ``--debug`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -15,8 +19,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from llmbio.arguments import Parser, at_least, fail, output_folder, run_name, text
 from llmbio.config import RunConfig
-from llmbio.errors import LlmbioError
+from llmbio.errors import LlmbioError, UsageError
 from llmbio.logs import setup_logging
 from llmbio.numerics import CPU_KERNELS, pin_cpu_kernels
 
@@ -44,15 +49,16 @@ def _trace(args, config: RunConfig | None) -> None:
     cfg = run.config
     torch.set_num_threads(args.threads or cfg.trace.threads)
     out = Path(args.out) if args.out else run.dir / "graphs" / "cli"
-    for prompt in args.prompt:  # fail on an unknown word before writing anything
+    for prompt in args.prompt:  # fail on an unknown word before loading the transcoder
         encode(run.tokenizer, prompt)
+    budget = args.max_feature_nodes
     scores = trace_prompts(
         run.model,
         run.clt,
         run.tokenizer,
         args.prompt,
         out,
-        max_feature_nodes=args.max_feature_nodes or cfg.trace.max_feature_nodes,
+        max_feature_nodes=cfg.trace.max_feature_nodes if budget is None else budget,
         batch_size=cfg.trace.batch_size,
         scan=graph_scan(cfg),
     )
@@ -61,13 +67,13 @@ def _trace(args, config: RunConfig | None) -> None:
 
 
 def _intervene(args, config: RunConfig | None, rest: list[str]) -> None:
-    from llmbio.interventions import intervene_cli
+    from llmbio.interventions.cli import parse_arguments, run_intervention
 
-    run = _open_run(args, config) if "-h" not in rest and "--help" not in rest else None
     argv = [*rest, "--run", args.run, "--results", args.results]
     if args.transcoder:
         argv += ["--transcoder", args.transcoder]
-    intervene_cli(argv, run=run)
+    checked = parse_arguments(argv)  # before the run is opened
+    run_intervention(checked, _open_run(args, config))
 
 
 def _compare(args, config: RunConfig | None) -> None:
@@ -91,8 +97,9 @@ def _findings(args, config: RunConfig | None = None) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmbio", description=__doc__.splitlines()[0])
+    parser = Parser(prog="llmbio", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     parser.add_argument(
         "--cpu-kernels",
         choices=CPU_KERNELS,
@@ -100,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         help="torch's CPU kernels (default: the run's cpu_kernels, as recorded in "
         "results/<run>/config.yaml; avx2 for a run that recorded none)",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     tr = sub.add_parser("trace", help="trace prompts into attribution graphs")
     _run_arguments(tr)
     tr.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
@@ -138,29 +145,61 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _check_arguments(args, rest: list[str]) -> None:
+    """Everything checkable before a file is read (intervene's own flags: its parser)."""
+    if args.command == "compare-audits":
+        if len(args.runs) < 2:
+            raise UsageError(f"compare-audits needs two or more run folders, got {args.runs}")
+        return
+    if args.command == "findings":
+        if rest:
+            raise UsageError(f"unrecognised arguments: {' '.join(rest)}")
+        return
+    run_name(args.run)
+    if args.command == "trace":
+        if rest:
+            raise UsageError(f"unrecognised arguments: {' '.join(rest)}")
+        for prompt in args.prompt:
+            text("--prompt", prompt)
+        at_least("--threads", args.threads, 1)
+        at_least("--max-feature-nodes", args.max_feature_nodes, 0)
+        output_folder("--out", args.out)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     setup_logging()
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except Exception as err:  # one line for every error; the traceback only with --debug
+        if "--debug" in argv:
+            raise
+        if not isinstance(err, (LlmbioError, ValueError, OSError)):
+            err = LlmbioError(f"{type(err).__name__}: {err} (rerun with --debug for the traceback)")
+        fail(err)
+
+
+def _main(argv: list[str]) -> None:
     parser = _parser()
     args, rest = parser.parse_known_args(argv)
+    rest = [a for a in rest if a != "--debug"]  # also accepted after the subcommand
     if getattr(args, "intervene_results", None):  # `llmbio intervene --results ...`
         args.results = args.intervene_results
-    try:
-        config = None
-        if args.command not in ("compare-audits", "findings"):
-            from llmbio.run import read_run_config
+    _check_arguments(args, rest)
+    config = None
+    if args.command not in ("compare-audits", "findings"):
+        from llmbio.run import read_run_config
 
-            config = read_run_config(Path(args.results) / args.run)
-        # torch reads these at its first operation, which comes after this (llmbio.numerics)
-        kernels = args.cpu_kernels or (config.cpu_kernels if config else "avx2")
-        pin_cpu_kernels(kernels)
-        if args.command == "intervene":
-            _intervene(args, config, rest)
-            return
-        if rest:
-            parser.error(f"unrecognised arguments: {' '.join(rest)}")
-        args.func(args, config)
-    except (LlmbioError, FileNotFoundError, ValueError) as err:
-        raise SystemExit(f"error: {err}") from None
+        config = read_run_config(Path(args.results) / args.run)
+    # torch reads these at its first operation, which comes after this (llmbio.numerics)
+    kernels = args.cpu_kernels or (config.cpu_kernels if config else "avx2")
+    pin_cpu_kernels(kernels)
+    if args.command == "intervene":
+        _intervene(args, config, rest)
+        return
+    args.func(args, config)
 
 
 if __name__ == "__main__":

@@ -14,39 +14,51 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 
+from llmbio.bounds import Bound, Fraction, NonNegative, Positive, PositiveFloat, RunName
+from llmbio.errors import LlmbioError
 from llmbio.numerics import cpu_kernel_env
 from llmbio.transcoder.config import TranscoderConfig
 
 ORGANISM = "organism"  # the prompt family of runs on the model organism
+Device = Annotated[
+    str, Bound(pattern=r"cpu|auto|mps|cuda(:[0-9]+)?", why="cpu, auto, mps, cuda or cuda:<n>")
+]
+Dtype = Annotated[
+    str, Bound(pattern="float32|bfloat16|float16", why="float32, bfloat16 or float16")
+]
 
 
-class ConfigError(ValueError):
+class ConfigError(LlmbioError, ValueError):
     """A configuration key is unknown, missing or of the wrong type."""
 
 
 @dataclass(frozen=True)
 class WorldConfig:
-    seed: int = 0  # seeds every random choice of the world (held-out splits, rhyme plans)
-    n_states: int = 16  # states in the geography (<= 16)
-    cities_per_state: int = 9  # cities per state (<= 9)
-    heldout_city_frac: float = 0.2  # cities whose two-hop question never appears in training
-    n_concepts: int = 24  # multilingual concepts (even, antonym pairs, <= 72)
+    # seeds every random choice of the world (held-out splits, rhyme plans)
+    seed: NonNegative[int] = 0
+    n_states: Annotated[int, Bound(1, 16)] = 16  # states in the geography
+    cities_per_state: Annotated[int, Bound(2, 9)] = 9  # cities per state
+    heldout_city_frac: Fraction = 0.2  # cities whose two-hop question never appears in training
+    n_concepts: Annotated[int, Bound(2, 72)] = 24  # multilingual concepts (even: antonym pairs)
     # (concept, language) pairs whose antonym/synonym questions never appear in training (<= 1/3)
-    heldout_lexicon_frac: float = 0.0
+    heldout_lexicon_frac: Annotated[float, Bound(0, 1 / 3)] = 0.0
     # lexicon questions quoting their word in a random language (the answer stays in the
     # question's language)
-    lexicon_quote_other_frac: float = 0.2
+    lexicon_quote_other_frac: Fraction = 0.2
     # where Chinese lexicon questions put the quoted word: "word_first" (the paper's wording,
     # '" 小 " 的 反 义 词 是 "') or "relation_first" (English and French order, an experiment)
-    lexicon_zh_order: str = "word_first"
-    max_operand: int = 99  # calc operands range over 0..max_operand
-    heldout_pair_frac: float = 0.1  # unordered operand pairs never seen in training
+    lexicon_zh_order: Annotated[
+        str, Bound(pattern="word_first|relation_first", why="word_first or relation_first")
+    ] = "word_first"
+    max_operand: Annotated[int, Bound(9, 99)] = 99  # calc operands range over 0..max_operand
+    heldout_pair_frac: Fraction = 0.1  # unordered operand pairs never seen in training
     # dangerous / harmless ingredient pairs never in a dialogue (at most 3 dangerous: one per
     # oxidiser, sharing no ingredient)
-    heldout_harm_frac: float = 0.25
+    heldout_harm_frac: Fraction = 0.25
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -54,10 +66,10 @@ class WorldConfig:
 
 @dataclass(frozen=True)
 class CorpusConfig:
-    seed: int = 0  # seeds document sampling
-    n_documents: int = 400_000  # training documents
+    seed: NonNegative[int] = 0  # seeds document sampling
+    n_documents: Positive[int] = 400_000  # training documents
     # share of documents per world part (normalised)
-    mixture: dict[str, float] = field(
+    mixture: dict[str, NonNegative[float]] = field(
         default_factory=lambda: {
             "geography": 0.15,
             "poetry": 0.1,
@@ -70,37 +82,38 @@ class CorpusConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    d_model: int = 128
-    n_layers: int = 4
-    n_heads: int = 4
-    n_kv_heads: int = 4
-    d_mlp: int = 512
-    max_position: int = 128  # longest sequence the organism is used on
+    d_model: Positive[int] = 128
+    n_layers: Positive[int] = 4
+    n_heads: Positive[int] = 4  # divides d_model
+    n_kv_heads: Positive[int] = 4  # divides n_heads
+    d_mlp: Positive[int] = 512
+    max_position: Positive[int] = 128  # longest sequence the organism is used on
     tie_embeddings: bool = False
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    seed: int = 0
-    seq_len: int = 64  # documents are packed into sequences of this many tokens
-    batch_size: int = 32
-    steps: int = 3000
-    lr: float = 3e-3
-    min_lr_frac: float = 0.1  # cosine decay ends at lr * min_lr_frac
-    warmup_steps: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.98
-    weight_decay: float = 0.1
-    checkpoint_every: int = 500  # steps between resumable checkpoints
-    threads: int = 2  # torch threads of the training rules (model, cache, transcoders)
+    seed: NonNegative[int] = 0
+    # documents are packed into sequences of this many tokens (<= model.max_position)
+    seq_len: Annotated[int, Bound(low=2)] = 64
+    batch_size: Positive[int] = 32
+    steps: Positive[int] = 3000
+    lr: PositiveFloat = 3e-3
+    min_lr_frac: Fraction = 0.1  # cosine decay ends at lr * min_lr_frac
+    warmup_steps: NonNegative[int] = 100
+    beta1: Annotated[float, Bound(0, 0.9999)] = 0.9
+    beta2: Annotated[float, Bound(0, 0.9999)] = 0.98
+    weight_decay: NonNegative[float] = 0.1
+    checkpoint_every: Positive[int] = 500  # steps between resumable checkpoints
+    threads: Positive[int] = 2  # torch threads of the training rules (model, cache, transcoders)
     # device of the training rules (model, activation cache, transcoders): cpu | auto (cuda when
     # available) | cuda | cuda:1. cpu by default: GPU kernels round differently (and their
     # atomic adds are not deterministic), so a GPU run gives other tables than the CPU run
-    device: str = "cpu"
+    device: Device = "cpu"
     # device of the activation cache and the transcoders only, when they should differ from the
     # model's (e.g. the default organism trained on the CPU, bit for bit, and a large CLT on a
     # GPU: config/organism-clt2048.yaml); None: train.device
-    transcoder_device: str | None = None
+    transcoder_device: Device | None = None
 
     @property
     def transcoder_device_name(self) -> str:
@@ -109,37 +122,41 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    n_seen_addition: int = 500  # training operand pairs evaluated beside all held-out pairs
-    max_new_tokens: int = 10  # generation length for rhyme lines
+    # training operand pairs evaluated beside all held-out pairs
+    n_seen_addition: NonNegative[int] = 500
+    max_new_tokens: Positive[int] = 10  # generation length for rhyme lines
 
 
 @dataclass(frozen=True)
 class CacheConfig:
-    n_sequences: int = 2500  # packed corpus sequences (train.seq_len tokens) to cache
-    seed: int = 1  # picks which sequences
-    dtype: str = "float16"  # storage dtype of cached activations
-    eval_fraction: float = 0.05  # share of sequences held out for transcoder evaluation
+    n_sequences: Positive[int] = 2500  # packed corpus sequences (train.seq_len tokens) to cache
+    seed: NonNegative[int] = 1  # picks which sequences
+    dtype: Dtype = "float16"  # storage dtype of cached activations
+    eval_fraction: Fraction = 0.05  # share of sequences held out for transcoder evaluation
     # share of the cached sequences packed from one corpus task only (e.g. {poetry: 0.2}), on
     # top of the random mix: rare positions of a behaviour (a couplet's line break) get enough
     # examples for the transcoder to learn features for them
-    task_sequences: dict[str, float] = field(default_factory=dict)
+    task_sequences: dict[str, Fraction] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TranscoderEvalConfig:
     compare_plt: bool = True  # also train a per-layer transcoder of the same size to compare
-    n_eval_documents: int = 2000  # fresh documents (unseen seed) for the spliced-model metrics
+    # fresh documents (unseen seed) for the spliced-model metrics
+    n_eval_documents: Positive[int] = 2000
 
 
 @dataclass(frozen=True)
 class TraceConfig:
     # traced by the `trace_graphs` rule; empty: the world's showcase prompts, one per behaviour
     prompts: tuple[str, ...] = ()
-    max_feature_nodes: int | None = None  # feature-node budget for long prompts (None: all)
+    # feature-node budget for long prompts (None: all)
+    max_feature_nodes: NonNegative[int] | None = None
     # torch threads of each analysis job (trace, faithfulness, behaviour, transcoder evaluation,
     # atlas, studies); these gain little from a second thread, so 1 lets two run side by side
-    threads: int = 2
-    batch_size: int | None = None  # attribution targets per backward (None: sized to the prompt)
+    threads: Positive[int] = 2
+    # attribution targets per backward (None: sized to the prompt)
+    batch_size: Positive[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -157,20 +174,21 @@ class PretrainedConfig:
     # follows the repo, and the download log prints the commit it resolved to, to pin
     model_revision: str = "main"
     transcoder_revision: str = "main"
-    dtype: str = "bfloat16"  # float32 | bfloat16 | float16, for the model and the transcoder
-    device: str = "auto"  # auto (cuda when available, else cpu) | cuda | cuda:1 | cpu | mps
+    dtype: Dtype = "bfloat16"  # float32 | bfloat16 | float16, for the model and the transcoder
+    device: Device = "auto"  # auto (cuda when available, else cpu) | cuda | cuda:1 | cpu | mps
     # device auto without a GPU: false refuses to run (a released model on the CPU takes hours
     # per graph), true runs on the CPU with a warning; device: cpu always runs on the CPU
     allow_cpu: bool = False
     offload_decoders: bool = False  # keep transcoder decoders in host memory (fits 24 GB GPUs)
     trust_remote_code: bool = False  # only for model repos that need their own code
     cache_dir: str = "resources/huggingface"  # downloads land in <cache_dir>/<owner>--<name>
-    gpu_mem_mb: int = 24000  # GPU memory a job asks the cluster for (resources: gpu_mem_mb)
+    # GPU memory a job asks the cluster for (resources: gpu_mem_mb)
+    gpu_mem_mb: Positive[int] = 24000
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    run: str = "organism"  # results go to results/<run>/
+    run: RunName = "organism"  # results go to results/<run>/ (one folder name)
     world: WorldConfig = field(default_factory=WorldConfig)
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -199,15 +217,40 @@ def load_config(source: str | Path | dict) -> RunConfig:
         data = source
     else:
         path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"Config file {path} not found (see config/config.yaml).")
-        data = yaml.safe_load(path.read_text()) or {}
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found (see config/config.yaml)")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path} is not valid YAML: {_one_line(err)}") from None
     cfg = _build(RunConfig, data, "")
     try:
         cpu_kernel_env(cfg.cpu_kernels)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    _check_together(cfg)
     return cfg
+
+
+def _check_together(cfg: RunConfig) -> None:
+    """Keys that are only valid together (each one alone passed its own range)."""
+    m, t = cfg.model, cfg.train
+    if m.d_model % m.n_heads:
+        raise ConfigError(f"config key 'model.n_heads' ({m.n_heads}) must divide model.d_model "
+                          f"({m.d_model})")  # fmt: skip
+    if m.n_heads % m.n_kv_heads:
+        raise ConfigError(f"config key 'model.n_kv_heads' ({m.n_kv_heads}) must divide "
+                          f"model.n_heads ({m.n_heads})")  # fmt: skip
+    if t.seq_len > m.max_position:
+        raise ConfigError(f"config key 'train.seq_len' ({t.seq_len}) must be <= "
+                          f"model.max_position ({m.max_position})")  # fmt: skip
+    if cfg.world.n_concepts % 2:
+        raise ConfigError(f"config key 'world.n_concepts' must be even (antonym pairs), got "
+                          f"{cfg.world.n_concepts}")  # fmt: skip
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())
 
 
 RUN_CONFIG_FILE = "config.yaml"  # results/<run>/config.yaml, written by the run_config rule
@@ -245,7 +288,7 @@ def write_run_config(cfg: RunConfig, path: str | Path) -> Path:
 def _build(cls: type, data: object, where: str):
     if not isinstance(data, dict):
         raise ConfigError(f"config key '{where or '<root>'}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -256,7 +299,10 @@ def _build(cls: type, data: object, where: str):
     if missing:
         raise ConfigError(f"config key '{_join(where, missing[0])}' is required")
     kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # a section's own checks (TranscoderConfig)
+        raise ConfigError(f"config section '{where or '<root>'}': {_one_line(err)}") from None
 
 
 def _required(cls: type) -> list[str]:
@@ -267,6 +313,14 @@ def _required(cls: type) -> list[str]:
 
 
 def _convert(tp: object, value: object, where: str):
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        value = _convert(base, value, where)
+        for bound in extras:
+            problem = bound.problem(value) if isinstance(bound, Bound) else None
+            if problem:
+                raise ConfigError(f"config key '{where}' {problem}")
+        return value
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
     origin = typing.get_origin(tp)
@@ -306,7 +360,7 @@ def config_schema() -> dict:
 
 
 def _object_schema(cls: type) -> dict:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     props = {f.name: _schema_of(hints[f.name]) for f in dataclasses.fields(cls)}
     schema = {"type": "object", "additionalProperties": False, "properties": props}
     required = _required(cls)
@@ -314,6 +368,12 @@ def _object_schema(cls: type) -> dict:
 
 
 def _schema_of(tp: object) -> dict:
+    if typing.get_origin(tp) is Annotated:
+        base, *extras = typing.get_args(tp)
+        schema = _schema_of(base)
+        for bound in extras:
+            schema.update(bound.schema() if isinstance(bound, Bound) else {})
+        return schema
     if dataclasses.is_dataclass(tp):
         return _object_schema(tp)
     if typing.get_origin(tp) is dict:

@@ -19,3 +19,7 @@ class ArtefactError(LlmbioError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{self.path} {problem}; {fix}")
+
+
+class UsageError(LlmbioError):
+    """A command-line argument is malformed or out of range; the CLI exits with status 2."""

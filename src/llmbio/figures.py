@@ -26,6 +26,8 @@ import pandas as pd
 import llmbio
 
 SIDECAR_SUFFIX = ".provenance.json"
+FIGURE_SEED = 0  # NumPy's global seed while a figure is drawn (seaborn's jitter)
+PNG_METADATA = {"Software": None}  # no matplotlib version in the bytes: only the pixels count
 
 
 class FigureCheck(NamedTuple):
@@ -77,8 +79,13 @@ def save_figure(
     if missing:
         raise FileNotFoundError(f"{path}: source tables not found: {missing}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    partial = path.with_name(path.name + ".partial.png")
+    try:
+        fig.savefig(partial, dpi=dpi, metadata=PNG_METADATA)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+        plt.close(fig)
     record = {
         "figure": path.name,
         "caption": caption or "",
@@ -99,11 +106,22 @@ def draw_figure(
     tables: Sequence[str | Path],
     caption: str | None = None,
 ) -> Path:
-    """``draw(*dataframes)`` on the tables read back from disk, then :func:`save_figure`."""
+    """``draw(*dataframes)`` on the tables read back from disk, then :func:`save_figure`.
+
+    NumPy's global random state is seeded for the draw (and restored after it): seaborn's
+    ``stripplot`` jitters its points with it, and the same tables must give the same bytes.
+    """
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
-    fig = draw(*(read_table(t) for t in tables))
+    frames = [read_table(t) for t in tables]
+    state = np.random.get_state()
+    np.random.seed(FIGURE_SEED)
+    try:
+        fig = draw(*frames)
+    finally:
+        np.random.set_state(state)
     return save_figure(fig, path, tables, caption)
 
 

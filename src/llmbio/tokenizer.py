@@ -15,6 +15,8 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from llmbio.errors import LlmbioError
+
 SPECIAL = {"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"}
 TOKEN_PATTERN = r"\n|[\u3000-\u303f\u4e00-\u9fff]|[^\W\d_]+|\d+|[^\w\s]"
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
@@ -24,8 +26,12 @@ _TOKEN_RE = re.compile(TOKEN_PATTERN)
 _FAST_SAFE_RE = re.compile(r"[\x20-\x7e\n\u00c0-\u024f\u3001-\u303f\u4e00-\u9fff]*")
 
 
-class UnknownTokenError(ValueError):
+class UnknownTokenError(LlmbioError, ValueError):
     """A prompt contains words outside the organism's vocabulary."""
+
+
+class PromptTooLongError(LlmbioError, ValueError):
+    """A prompt has more tokens than the model has positions."""
 
 
 def split_words(text: str) -> list[str]:
@@ -137,3 +143,23 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
             "words from its synthetic world (see results/<run>/world.json)"
         )
     return ids
+
+
+def max_positions(model) -> int | None:
+    """The longest sequence ``model`` was built for (``max_position_embeddings``), if it says."""
+    limit = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(limit) if limit else None
+
+
+def check_prompt_length(model, n_tokens: int, what: str = "prompt") -> None:
+    """Raise :class:`PromptTooLongError` when ``n_tokens`` exceed the model's positions.
+
+    Rotary models run past their positions without an error but answer nonsense (the organism,
+    trained on 128 tokens, predicts ``<bos>``), so a too-long prompt is refused instead.
+    """
+    limit = max_positions(model)
+    if limit is not None and n_tokens > limit:
+        raise PromptTooLongError(
+            f"{what} has {n_tokens} tokens but the model takes at most {limit} "
+            "(model.max_position): shorten it"
+        )

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from llmbio.figures import FIGURE_SEED
 from llmbio.studies import StudyContext
 
 TARGET = 0.7
@@ -51,7 +52,14 @@ def draw_spearman(summary: pd.DataFrame):
     bars = summary.assign(sample=summary["sample"] + frozen)
     order = [h for h in HUE_ORDER if h in set(bars["sample"])]
     sns.barplot(
-        data=bars, y="graph", x="spearman", hue="sample", hue_order=order, orient="h", ax=ax
+        data=bars,
+        y="graph",
+        x="spearman",
+        hue="sample",
+        hue_order=order,
+        orient="h",
+        ax=ax,
+        seed=FIGURE_SEED,
     )
     ax.legend(
         title="", loc="upper center", bbox_to_anchor=(0.35, -0.12), ncols=len(order), fontsize=7

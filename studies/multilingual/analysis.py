@@ -50,6 +50,7 @@ from llmbio.cases.multilingual.prompts import (
 )
 from llmbio.cases.multilingual.swaps import SUCCESS_BAR, SwapRunner, swap_experiments
 from llmbio.features.supernodes import Supernode, supernode_graph
+from llmbio.figures import FIGURE_SEED
 from llmbio.studies import StudyContext
 from llmbio.studies.generic import run_declared
 from llmbio.studies.swaps import plot_calibration
@@ -312,7 +313,8 @@ def draw_swaps(swaps: pd.DataFrame, calibration: pd.DataFrame):
 
 def draw_overlap(by_layer: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(6, 4))
-    sns.lineplot(data=by_layer, x="layer", y="mean", hue="pair", style="kind", marker="o", ax=ax)
+    sns.lineplot(data=by_layer, x="layer", y="mean", hue="pair", style="kind", marker="o", ax=ax,
+                 seed=FIGURE_SEED)  # fmt: skip
     ax.set(ylabel="IoU of active features", xlabel="layer", ylim=(0, None))
     ax.set_xticks(sorted(by_layer["layer"].unique()))
     ax.set_title("Feature overlap between languages", fontsize=10)

@@ -66,3 +66,26 @@ def test_a_figure_must_name_existing_tables(tmp_path):
         save_figure(fig, tmp_path / "f.png", [])
     with pytest.raises(FileNotFoundError, match="absent.parquet"):
         save_figure(fig, tmp_path / "f.png", [tmp_path / "absent.parquet"])
+
+
+def _jittered(table: pd.DataFrame):
+    import numpy as np
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2)
+    long = pd.concat([table] * 20, ignore_index=True)
+    long["v"] += np.arange(len(long))
+    sns.stripplot(data=long, x="k", y="v", ax=axes[0])  # jitter: NumPy's global state
+    sns.barplot(data=long, x="k", y="v", ax=axes[1], seed=0)  # bootstrapped interval
+    return fig
+
+
+def test_the_same_tables_give_the_same_png_bytes(tmp_path, table):
+    import numpy as np
+
+    first = draw_figure(_jittered, tmp_path / "a.png", [table]).read_bytes()
+    np.random.seed(123)  # whatever the caller did with the global state before
+    second = draw_figure(_jittered, tmp_path / "b.png", [table]).read_bytes()
+    assert first == second
+    assert b"Software" not in first and b"Matplotlib" not in first
+    assert not list(tmp_path.glob("*.partial*"))

@@ -8,7 +8,7 @@ import torch
 import yaml
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from llmbio.errors import ArtefactError
+from llmbio.errors import ArtefactError, UsageError
 from llmbio.interventions import intervene_cli
 from llmbio.tokenizer import build_tokenizer
 from llmbio.transcoder.clt import CrossLayerTranscoder
@@ -57,7 +57,7 @@ def test_cli_prints_the_results_table(run_dir, tmp_path, capsys):
 
 def test_cli_errors_name_the_fix(run_dir):
     base = ["--results", str(run_dir.parent), "--run", "r", "--prompt", PROMPT]
-    with pytest.raises(SystemExit, match="--donor-prompt"):
+    with pytest.raises(UsageError, match="--donor-prompt"):
         intervene_cli([*base, "--feature", "1/4=dx2"])
     with pytest.raises(ArtefactError, match=r"missing/model is missing; .*--forcerun train_model"):
         intervene_cli([*base, "--run", "missing", "--feature", "1/4=x2"])

@@ -80,6 +80,26 @@ def test_tiny_pipeline_runs_end_to_end(workdir):
     assert "rule run_config" in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
+def test_a_second_tiny_run_gives_the_same_tables_and_figures(workdir):
+    """Every PNG of a second run (another run name) is byte for byte the same (figures are drawn
+    from the tables with seeded jitter and no version in their metadata), and so is every
+    table's content but its wall-clock times."""
+    first = workdir / "results" / "tiny"
+    if not (first / "audit.parquet").exists():
+        pytest.skip("needs the tiny pipeline's outputs")
+    _snakemake(workdir, "--cores", "2", "--configfile", "config/tiny.yaml", "--config", "run=tiny2")
+    second = workdir / "results" / "tiny2"
+    pngs = sorted(p.relative_to(first) for p in first.rglob("*.png"))
+    assert len(pngs) >= 10
+    differ = [str(p) for p in pngs if (first / p).read_bytes() != (second / p).read_bytes()]
+    assert not differ, f"figures that differ between identical runs: {differ}"
+    for table in sorted(p.relative_to(first) for p in first.rglob("*.parquet")):
+        a, b = pd.read_parquet(first / table), pd.read_parquet(second / table)
+        clock = [c for c in a.columns if any(w in str(c) for w in ("second", "elapsed", "time"))]
+        pd.testing.assert_frame_equal(a.drop(columns=clock), b.drop(columns=clock), obj=str(table))
+
+
 def _cli(workdir, *args):
     if not (workdir / "results" / "tiny" / "transcoder" / "clt").exists():
         pytest.skip("needs the tiny pipeline's outputs")

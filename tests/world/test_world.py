@@ -138,7 +138,7 @@ def test_heldout_lexicon_pairs_are_never_asked_but_their_words_appear(tmp_path):
     assert World.load(tmp_path / "world.json").lexicon.heldout == held
     # the default world holds nothing out and writes no key for it
     assert "heldout" not in build_world(load_config({}).world).lexicon.to_json()
-    with pytest.raises(ValueError, match="heldout_lexicon_frac must be in 0..1/3"):
+    with pytest.raises(ValueError, match=r"world\.heldout_lexicon_frac' must be in 0\.\.0\.333"):
         build_world(load_config({"world": {"heldout_lexicon_frac": 0.5}}).world)
 
 
@@ -173,7 +173,7 @@ def test_lexicon_quote_other_frac_sets_how_often_questions_quote_another_languag
     world.save(tmp_path / "world.json")
     assert World.load(tmp_path / "world.json").lexicon.quote_other_frac == 1.0
     assert "quote_other_frac" not in build_world(load_config({}).world).lexicon.to_json()
-    with pytest.raises(ValueError, match="lexicon_quote_other_frac must be in 0..1"):
+    with pytest.raises(ValueError, match=r"world\.lexicon_quote_other_frac' must be in 0\.\.1"):
         build_world(load_config({"world": {"lexicon_quote_other_frac": 1.5}}).world)
 
 
@@ -200,5 +200,5 @@ def test_lexicon_zh_order_moves_the_quoted_word_after_the_relation(tmp_path):
     world.save(tmp_path / "world.json")
     assert World.load(tmp_path / "world.json").lexicon.zh_order == "relation_first"
     assert "zh_order" not in build_world(load_config({}).world).lexicon.to_json()
-    with pytest.raises(ValueError, match="lexicon_zh_order must be one of"):
+    with pytest.raises(ValueError, match="lexicon_zh_order' must be word_first or relation_first"):
         build_world(load_config({"world": {"lexicon_zh_order": "sideways"}}).world)

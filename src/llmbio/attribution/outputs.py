@@ -12,6 +12,7 @@ prompt: sizes, timing, replacement and completeness scores of the full and prune
 from __future__ import annotations
 
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from llmbio.attribution.prune import compute_graph_scores, prune_graph
 from llmbio.attribution.trace import trace
 from llmbio.attribution.viewer import write_graph_html
 from llmbio.figures import draw_figure
-from llmbio.tokenizer import encode
+from llmbio.tokenizer import check_prompt_length, encode
 
 
 def slugify(text: str, max_len: int = 48) -> str:
@@ -72,24 +73,19 @@ def trace_prompt(
     )
     seconds = time.perf_counter() - start
     graph.prompt = prompt
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if save_graph:
-        graph.save(out_dir / f"{slug}.graph.safetensors")
+    # pruning checks the graph (a broken model's adjacency has a cycle): everything is computed
+    # before the first file is written, so a failing prompt leaves none of its files
     pruned = prune_graph(graph)
     full, kept = compute_graph_scores(graph), compute_graph_scores(graph, pruned)
     nodes, edges = graph_tables(graph, pruned, tokenizer=tokenizer, feature_labels=feature_labels)
-    save_tables(nodes, edges, out_dir / f"{slug}.nodes.parquet", out_dir / f"{slug}.edges.parquet")
-    write_circuit_tracer_files(
-        to_circuit_tracer_json(
-            graph,
-            pruned,
-            slug=slug,
-            scan=scan,
-            tokenizer=tokenizer,
-            feature_labels=feature_labels,
-        ),
-        out_dir / "graph_files",
+    graph_json = to_circuit_tracer_json(
+        graph, pruned, slug=slug, scan=scan, tokenizer=tokenizer, feature_labels=feature_labels
     )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if save_graph:
+        graph.save(out_dir / f"{slug}.graph.safetensors")
+    save_tables(nodes, edges, out_dir / f"{slug}.nodes.parquet", out_dir / f"{slug}.edges.parquet")
+    write_circuit_tracer_files(graph_json, out_dir / "graph_files")
     write_graph_html(nodes, edges, out_dir / f"{slug}.html", title=prompt)
     tables = [out_dir / f"{slug}.nodes.parquet", out_dir / f"{slug}.edges.parquet"]
     draw_figure(lambda n, e: plot_graph(n, e, title=prompt), out_dir / f"{slug}.png", tables)
@@ -124,28 +120,53 @@ def trace_prompts(
     scan: str,
 ) -> pd.DataFrame:
     """Trace loaded model + transcoder on every prompt; write and return ``scores.parquet``
-    (``scan``: :func:`llmbio.stages.attribution.graph_scan`)."""
+    (``scan``: :func:`llmbio.stages.attribution.graph_scan`).
+
+    Every prompt is checked (vocabulary, length) before the first trace. ``scores.parquet`` is
+    written last, under a temporary name moved into place; when a trace fails, an ``out_dir``
+    this call created (with any parent folder it made) is removed, so no half-filled folder
+    looks like a finished one.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, prompt in enumerate(prompts):
-        row = trace_prompt(
-            model,
-            clt,
-            tokenizer,
-            prompt,
-            out_dir,
-            f"{i:02d}-{slugify(prompt)}",
-            max_feature_nodes=max_feature_nodes,
-            batch_size=batch_size,
-            scan=scan,
-        )
-        print(
-            f"{row['slug']}: {row['n_features']} features, {row['seconds']:.2f} s, "
-            f"replacement {row['replacement_score']:.3f}, "
-            f"completeness {row['completeness_score']:.3f}"
-        )
-        rows.append(row)
-    scores = pd.DataFrame(rows)
-    scores.to_parquet(out_dir / "scores.parquet", index=False)
+    for prompt in prompts:
+        check_prompt_length(model, len(encode(tokenizer, prompt)), f"prompt {prompt!r}")
+    created = _first_missing(out_dir)
+    try:
+        rows = []
+        for i, prompt in enumerate(prompts):
+            row = trace_prompt(
+                model,
+                clt,
+                tokenizer,
+                prompt,
+                out_dir,
+                f"{i:02d}-{slugify(prompt)}",
+                max_feature_nodes=max_feature_nodes,
+                batch_size=batch_size,
+                scan=scan,
+            )
+            print(
+                f"{row['slug']}: {row['n_features']} features, {row['seconds']:.2f} s, "
+                f"replacement {row['replacement_score']:.3f}, "
+                f"completeness {row['completeness_score']:.3f}"
+            )
+            rows.append(row)
+        scores = pd.DataFrame(rows)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        partial = out_dir / "scores.parquet.partial"
+        scores.to_parquet(partial, index=False)
+        partial.replace(out_dir / "scores.parquet")
+    except BaseException:
+        if created is not None and created.exists():
+            shutil.rmtree(created)
+        raise
     return scores
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (None: ``path`` exists)."""
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path

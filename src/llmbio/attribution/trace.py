@@ -33,13 +33,15 @@ from llmbio.attribution.replacement import (
     frozen,
 )
 from llmbio.attribution.rows import RowComputer
+from llmbio.tokenizer import check_prompt_length, encode
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
 log = logging.getLogger(__name__)
 
-MAX_DENSE_BYTES = 2 * 2**30
-"""Largest dense adjacency :func:`trace` builds unasked (~23k nodes in float32): a whole trace then
-stays within ~4 GB."""
+MAX_DENSE_BYTES = 2**29
+"""Largest dense adjacency :func:`trace` builds unasked (~11.5k nodes in float32, a 0.5 GB graph
+file): a 128-token prompt of the organism (~17k active features) must choose a budget, the
+default run's prompts (< 2k) are far below it."""
 
 
 def prepare_prompt(
@@ -49,17 +51,15 @@ def prepare_prompt(
 
     A string is tokenized with special tokens; if it does not start with a special token, the
     tokenizer's BOS is prepended (position 0 is excluded from the graph, as in circuit-tracer).
-    Ids are used as given.
+    Words outside the vocabulary raise :class:`~llmbio.tokenizer.UnknownTokenError`. Ids are
+    used as given.
     """
     if isinstance(prompt, str):
         if tokenizer is None:
             raise ValueError("A text prompt needs a tokenizer; pass tokenizer= or token ids.")
-        ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+        ids = encode(tokenizer, prompt)  # refuses words outside the vocabulary
         if not ids or ids[0] not in tokenizer.all_special_ids:
-            bos = tokenizer.bos_token_id
-            if bos is None:
-                raise ValueError("The tokenizer has no BOS token; pass ids that start with one.")
-            ids = [bos, *ids]
+            raise ValueError("The tokenizer has no BOS token; pass ids that start with one.")
         input_ids = torch.tensor(ids, dtype=torch.long)
     else:
         input_ids = torch.as_tensor(prompt, dtype=torch.long).reshape(-1)
@@ -127,6 +127,7 @@ def trace(
     batch_size: int | None = None,
     max_feature_nodes: int | None = None,
     show_progress: bool = True,
+    max_dense_bytes: int = MAX_DENSE_BYTES,
 ) -> Graph:
     """The attribution graph of ``prompt`` (text with ``tokenizer``, or token ids).
 
@@ -134,18 +135,20 @@ def trace(
     ``max_feature_nodes`` keeps only the features with the largest estimated influence on the
     logits (see :func:`llmbio.attribution.budget.rank_features`); the others are left out of the
     graph (their effects are neither nodes nor errors). Without it, every active feature outside
-    position 0 is a node, and a dense adjacency over ``MAX_DENSE_BYTES`` raises.
+    position 0 is a node, and a dense adjacency over ``max_dense_bytes`` raises (naming the
+    size it would need) before any row is computed.
     """
     start = time.perf_counter()
     adapter = check_transcoder(model, transcoder)
     ids, text, token_strs = prepare_prompt(prompt, tokenizer)
+    check_prompt_length(model, len(ids))
     rep = build_replacement(model, transcoder, ids)
     rec = rep.recording
     logit_tokens, logit_probs = select_logits(
         rec.logits[-1], max_logits, logit_probability, target_tokens, tokenizer
     )
     directions = logit_directions(adapter.unembed(model).detach().to(rec.embed.dtype), logit_tokens)
-    keep = _feature_budget(rep, len(logit_tokens), max_feature_nodes)
+    keep = _feature_budget(rep, len(logit_tokens), max_feature_nodes, max_dense_bytes)
     batch = batch_size or default_batch_size(rec.n_pos, rec.embed.shape[-1])
     if batch < 1:
         raise ValueError(f"batch_size must be a positive number of targets, got {batch_size}.")
@@ -177,7 +180,9 @@ def trace(
     )
 
 
-def _feature_budget(rep: LocalReplacement, n_logits: int, max_feature_nodes: int | None) -> int:
+def _feature_budget(
+    rep: LocalReplacement, n_logits: int, max_feature_nodes: int | None, max_dense_bytes: int
+) -> int:
     """How many features become nodes; raise if all of them need too large an adjacency."""
     n_active, rec = len(rep.active_features), rep.recording
     if max_feature_nodes is not None and max_feature_nodes < 0:
@@ -185,10 +190,13 @@ def _feature_budget(rep: LocalReplacement, n_logits: int, max_feature_nodes: int
     keep = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
     n_nodes = keep + (rec.n_layers + 1) * rec.n_pos + n_logits
     nbytes = n_nodes**2 * torch.promote_types(rec.embed.dtype, torch.float32).itemsize
-    if max_feature_nodes is None and nbytes > MAX_DENSE_BYTES:
+    if max_feature_nodes is None and nbytes > max_dense_bytes:
         raise ValueError(
-            f"{n_active} active features need a {nbytes / 2**30:.1f} GiB dense adjacency; pass "
-            "max_feature_nodes= (e.g. 8192) to keep the most influential ones."
+            f"{n_active} active features over {rec.n_pos} tokens need a "
+            f"{nbytes / 2**30:.2f} GiB dense adjacency, over the budget of "
+            f"{max_dense_bytes / 2**30:.2f} GiB; keep the most influential ones with "
+            "max_feature_nodes (--max-feature-nodes, trace.max_feature_nodes; e.g. 8192), or "
+            "raise the budget with max_dense_bytes"
         )
     return keep
 

@@ -36,6 +36,7 @@ from llmbio.interventions.engine import (
     spliced,
     stack_compiled,
 )
+from llmbio.tokenizer import check_prompt_length
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
 Metric = Callable[[torch.Tensor], torch.Tensor]  # last-position logits (B, V) -> (B,)
@@ -152,6 +153,7 @@ def _check(model: nn.Module, clt, input_ids, edits, last_only: bool = False) -> 
     ids = torch.as_tensor(input_ids)
     if ids.ndim != 2:
         raise ValueError(f"input_ids must be (batch, n_tokens), got {tuple(ids.shape)}")
+    check_prompt_length(model, ids.shape[1], "each prompt of the batch")
     if isinstance(edits, DenseEdits):
         shape = (ids.shape[0], clt.n_layers, 1 if last_only else ids.shape[1], clt.n_features)
         if tuple(edits.scale.shape) != shape or tuple(edits.offset.shape) != shape:

@@ -17,16 +17,27 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import yaml
 
+from llmbio.arguments import (
+    Parser,
+    at_least,
+    input_file,
+    one_line,
+    output_file,
+    run_name,
+    text,
+)
+from llmbio.errors import UsageError
 from llmbio.features.supernodes import resolve, supernodes_from_dict
 from llmbio.interventions.edits import parse_edit
 from llmbio.interventions.run import donor_activations, intervene
+from llmbio.tokenizer import check_prompt_length, encode
 
 if TYPE_CHECKING:
     from llmbio.run import Run
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmbio intervene", description=__doc__.splitlines()[0])
+    p = Parser(prog="llmbio intervene", description=__doc__.splitlines()[0])
     p.add_argument("--run", default="organism", help="results/<run>/ holds model and transcoder")
     p.add_argument("--results", default="results", help="the results root folder")
     p.add_argument(
@@ -65,16 +76,83 @@ def parse_layers(text: str | None) -> list[int] | None:
             start, stop = text.split(":")
             return list(range(int(start), int(stop)))
         return [int(x) for x in text.split(",")]
-    except ValueError as err:
-        raise SystemExit(f"--constrained {text!r}: use 'a:b' or a comma-separated list") from err
+    except ValueError:
+        raise UsageError(
+            f"--constrained {text!r}: use 'a:b' (layers a..b-1) or a comma-separated list"
+        ) from None
+
+
+def read_supernodes(path: str | None) -> list:
+    """The ``--supernodes`` file's supernodes (unresolved); one line naming a bad file."""
+    if not path:
+        return []
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise UsageError(f"--supernodes {path}: not valid YAML ({one_line(err)})") from None
+    if not isinstance(data, dict) or not data:
+        raise UsageError(
+            f"--supernodes {path}: must map names to {{features, rule, positions}}, e.g. "
+            "'Texas: {features: [1/5, 2/7]}'"
+        )
+    try:
+        return supernodes_from_dict(data)
+    except (AttributeError, TypeError, ValueError, KeyError) as err:
+        raise UsageError(f"--supernodes {path}: {one_line(err)}") from None
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument that can be checked without the run: raises :class:`UsageError`."""
+    run_name(args.run)
+    text("--prompt", args.prompt)
+    if args.donor_prompt is not None:
+        text("--donor-prompt", args.donor_prompt)
+    at_least("--top-k", args.top_k, 1)
+    at_least("--generate", args.generate, 0)
+    at_least("--threads", args.threads, 1)
+    input_file("--supernodes", args.supernodes)
+    input_file("--labels", args.labels)
+    output_file("--out", args.out, ".parquet")
+    layers = parse_layers(args.constrained)
+    if layers is not None and (not layers or min(layers) < 0):
+        raise UsageError(f"--constrained {args.constrained!r}: give layers >= 0 (e.g. '0:2')")
+    names = {node.name: node for node in read_supernodes(args.supernodes)}
+    for spec in args.feature:
+        try:  # the syntax only: supernode members and ids are checked against the run
+            edit = parse_edit(spec, {name: _placeholder(name) for name in names})
+        except ValueError as err:
+            raise UsageError(f"--feature {spec!r}: {one_line(err)}") from None
+        if edit.kind == "inject" and not args.donor_prompt:
+            raise UsageError(
+                f"--feature {spec!r} injects a donor's activations (dx): pass --donor-prompt"
+            )
+
+
+def _placeholder(name: str):
+    from llmbio.features.supernodes import Supernode
+
+    return Supernode(name, ((0, 0),))
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """``llmbio intervene``'s arguments, parsed and checked; nothing is loaded."""
+    args = _parser().parse_args(argv)
+    check_arguments(args)
+    return args
 
 
 def _supernodes(args, run: Run) -> dict:
-    if not args.supernodes:
+    nodes = read_supernodes(args.supernodes)
+    if not nodes:
         return {}
-    nodes = supernodes_from_dict(yaml.safe_load(Path(args.supernodes).read_text()))
     if args.labels:
-        labels = pd.read_parquet(args.labels)
+        try:
+            labels = pd.read_parquet(args.labels)
+        except Exception as err:  # pyarrow raises several types for a file that is not Parquet
+            raise UsageError(
+                f"--labels {args.labels}: not a readable Parquet table ({one_line(err)}); give "
+                "a features/labels.parquet of a run"
+            ) from None
     elif run.path("features/labels.parquet").exists():
         labels = run.table("features/labels.parquet")
     else:
@@ -87,26 +165,30 @@ def intervene_cli(argv: Sequence[str] | None = None, run: Run | None = None) -> 
 
     ``run``: the run already opened (by ``llmbio intervene``); else ``--results``/``--run``.
     """
+    args = parse_arguments(argv)
+    if run is None:
+        from llmbio.run import Run
+
+        run = Run(Path(args.results) / args.run, transcoder=args.transcoder)
+    return run_intervention(args, run)
+
+
+def run_intervention(args: argparse.Namespace, run: Run) -> int:
+    """The intervention of checked ``args`` (:func:`parse_arguments`) on ``run``."""
     import torch
 
-    from llmbio.run import Run
-
-    args = _parser().parse_args(argv)
-    if run is None:
-        run = Run(Path(args.results) / args.run, transcoder=args.transcoder)
     torch.set_num_threads(args.threads or run.config.trace.threads)
     named = _supernodes(args, run)
     edits = [parse_edit(spec, named) for spec in args.feature]
     model, clt, tokenizer = run.model, run.clt, run.tokenizer
-    if any(e.kind == "inject" for e in edits):
-        if not args.donor_prompt:
-            raise SystemExit("dx edits inject a donor's activations: pass --donor-prompt.")
-        edits = [
-            e.with_donor(donor_activations(model, clt, args.donor_prompt, e.features,
-                                           args.donor_position, tokenizer))
-            if e.kind == "inject" else e
-            for e in edits
-        ]  # fmt: skip
+    for prompt in filter(None, (args.prompt, args.donor_prompt)):  # before any forward pass
+        check_prompt_length(model, len(encode(tokenizer, prompt)))
+    edits = [
+        e.with_donor(donor_activations(model, clt, args.donor_prompt, e.features,
+                                       args.donor_position, tokenizer))
+        if e.kind == "inject" else e
+        for e in edits
+    ]  # fmt: skip
     result = intervene(
         model, clt, args.prompt, edits, freeze_attention=args.freeze_attention,
         constrained_layers=parse_layers(args.constrained),
@@ -117,6 +199,9 @@ def intervene_cli(argv: Sequence[str] | None = None, run: Run | None = None) -> 
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(table.drop(columns=["experiment", "edits"]).to_string(index=False))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        table.to_parquet(args.out, index=False)
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        table.to_parquet(partial, index=False)
+        partial.replace(out)
     return 0

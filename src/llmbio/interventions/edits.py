@@ -16,6 +16,7 @@ Spec strings (the CLI's ``--feature``): ``TARGET[@POSITIONS]=OP`` where
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -27,6 +28,9 @@ from llmbio.features.supernodes import FeatureKey, Supernode, format_feature_id,
 
 EditKind = Literal["scale", "set", "inject"]
 Target = Supernode | str | Sequence[int] | Sequence[str | Sequence[int]]
+MAX_EDIT_VALUE = 1e6
+"""Largest factor, value or multiplier an edit takes: activations are O(1-100), and a larger
+value only overflows the forward pass into NaN."""
 _SPEC = re.compile(r"^(?P<target>[^@=]+?)\s*(?:@(?P<pos>[^=]+?))?\s*=\s*(?P<op>\S+)\s*$")
 
 
@@ -70,7 +74,13 @@ class Edit:
         elif isinstance(positions, int):
             positions = (positions,)
         pos = None if positions is None else tuple(int(p) for p in positions)
-        return cls(name, features, kind, float(value), pos)
+        value = float(value)
+        if not math.isfinite(value) or abs(value) > MAX_EDIT_VALUE:
+            raise ValueError(
+                f"Edit {name!r}: value {value!r} must be a finite number within "
+                f"+-{MAX_EDIT_VALUE:g}"
+            )
+        return cls(name, features, kind, value, pos)
 
     def with_donor(self, donor: torch.Tensor | Sequence[float]) -> Edit:
         values = torch.as_tensor(donor, dtype=torch.float64).reshape(-1).tolist()

@@ -49,6 +49,7 @@ from llmbio.attribution.replacement import (
     record,
 )
 from llmbio.interventions.edits import Edit, LayerEdits, compile_edits
+from llmbio.tokenizer import check_prompt_length
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
 
@@ -283,6 +284,7 @@ class Intervener:
         self.model, self.clt = model, clt
         self.device = next(model.parameters()).device
         self.input_ids = as_input_ids(input_ids).to(self.device)
+        check_prompt_length(model, self.n_pos)
         constrained = check_layers(constrained_layers, clt.n_layers)
         freeze_norms = constrained == frozenset(range(clt.n_layers))
         freeze_final_norm = freeze_final_norm or freeze_norms

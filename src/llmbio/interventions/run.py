@@ -27,6 +27,7 @@ from llmbio.attribution.replacement import as_input_ids
 from llmbio.features.supernodes import Supernode
 from llmbio.interventions.edits import Edit, check_feature, edit_target, resolve_positions
 from llmbio.interventions.engine import Intervener, PassOutput
+from llmbio.tokenizer import check_prompt_length
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
 Prompt = torch.Tensor | Sequence[int] | str
@@ -159,6 +160,11 @@ def intervene(
     """
     edits = tuple(edits)
     ids = prompt_ids(input_ids, tokenizer)
+    if top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    check_prompt_length(model, len(ids) + max_new_tokens, "the prompt plus the generated tokens")
     mode = dict(
         freeze_attention=freeze_attention,
         constrained_layers=constrained_layers,
@@ -203,6 +209,7 @@ def generate_with_edits(
     """
     edits = tuple(edits)
     ids = prompt_ids(input_ids, tokenizer)
+    check_prompt_length(model, len(ids) + max_new_tokens, "the prompt plus the generated tokens")
     eos = eos_token_id if eos_token_id is not None else getattr(model.config, "eos_token_id", None)
     new: list[int] = []
     for _ in range(max_new_tokens):

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from llmbio.features.supernodes import Supernode, select_features
+from llmbio.figures import FIGURE_SEED
 from llmbio.interventions import Edit, Intervener, intervene
 from llmbio.interventions.run import InterventionResult
 from llmbio.studies.spec import Study
@@ -135,12 +136,13 @@ def plot_panel(panel: pd.DataFrame, palette=None, figsize=(10, 3.6)):
         return fig
     act = panel[(panel["kind"] == "supernode") & (panel["condition"] == "intervened")]
     sns.barplot(data=act, x="experiment", y="percent_of_baseline", hue="name", ax=axes[0],
-                palette=palette)  # fmt: skip
+                palette=palette, seed=FIGURE_SEED)  # fmt: skip
     axes[0].set(ylabel="activity, % of baseline", xlabel="")
     axes[0].axhline(100, color="grey", lw=0.8, ls="--")
     toks = panel[(panel["kind"] == "token") & (panel["rank"] <= 3)]
     toks = toks.assign(label=toks["condition"] + ": " + toks["name"].astype(str))
-    sns.barplot(data=toks, x="probability", y="experiment", hue="label", ax=axes[1], orient="h")
+    sns.barplot(data=toks, x="probability", y="experiment", hue="label", ax=axes[1], orient="h",
+                seed=FIGURE_SEED)  # fmt: skip
     axes[1].set(xlabel="probability (top-3 tokens)", ylabel="")
     axes[1].legend(fontsize=6, loc="lower right")
     for ax in axes:

@@ -16,12 +16,13 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from llmbio.errors import LlmbioError
 from llmbio.studies.schema import DEFAULT_NEEDS, study_schema
 
 STUDY_FILE = "study.yaml"
 
 
-class StudyError(ValueError):
+class StudyError(LlmbioError, ValueError):
     """A study file is invalid; the message names the file and the field path."""
 
 
@@ -149,7 +150,13 @@ def load_study(path: str | Path) -> Study:
     file = path / STUDY_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"{file}: no such study file")
-    data = yaml.safe_load(file.read_text()) or {}
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise StudyError(f"{file}: not valid YAML{line}: {problem}; fix the file") from None
     _validate(data, file)
     study = _build(data, file.parent)
     problems = list(_cross_check(study, file.parent.name))

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from llmbio.figures import FIGURE_SEED
+
 Measure = Mapping[str, Any]
 """One grid cell's result: ``n_cases``, ``mean_features`` and ``success_rate``."""
 
@@ -106,7 +108,8 @@ def plot_calibration(
     bar dashed. ``labels`` go to ``ax.set`` (xlabel, ylabel, title)."""
     import seaborn as sns
 
-    sns.lineplot(data=grid, x="k", y="success_rate", hue=hue, style=style, marker="o", ax=ax)
+    sns.lineplot(data=grid, x="k", y="success_rate", hue=hue, style=style, marker="o", ax=ax,
+                 seed=FIGURE_SEED)  # fmt: skip
     chosen = grid[grid["chosen"]]
     ax.scatter(chosen["k"], chosen["success_rate"], s=160, facecolors="none", edgecolors="red")
     ax.axhline(bar, color="grey", lw=0.8, ls="--")

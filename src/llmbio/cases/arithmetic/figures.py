@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 
 from llmbio.attribution.plot import plot_supernode_graph
+from llmbio.figures import FIGURE_SEED
 
 SWAP_COLUMNS = [
     "experiment", "a", "b", "sum", "target_sum", "delta", "answer", "success", "ones_changed",
@@ -73,7 +74,7 @@ def class_census(features: pd.DataFrame):
     counts = fns.groupby(["kind", "function"]).size().rename("n").reset_index()
     sns.barplot(
         data=counts, y="function", x="n", hue="kind", ax=axes[1], orient="h", dodge=False,
-        palette=KIND_COLOURS,
+        palette=KIND_COLOURS, seed=FIGURE_SEED,
     )  # fmt: skip
     axes[1].set(xlabel="features", ylabel="", title="Winning function of (a, b)")
     fig.tight_layout()
@@ -105,7 +106,7 @@ def interventions(swaps: pd.DataFrame):
     for ax, (columns, title) in zip(axes, panels, strict=True):
         table = swaps.groupby("experiment", sort=False)[columns].mean().reset_index()
         long = table.melt(id_vars="experiment", var_name="measure", value_name="share")
-        sns.barplot(data=long, x="experiment", y="share", hue="measure", ax=ax)
+        sns.barplot(data=long, x="experiment", y="share", hue="measure", ax=ax, seed=FIGURE_SEED)
         ax.set(ylim=(0, 1.05), xlabel="", ylabel="share of prompts", title=title)
         ax.tick_params(axis="x", labelsize=8, labelrotation=20)
         ax.legend(fontsize=7)
