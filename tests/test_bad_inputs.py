@@ -439,11 +439,11 @@ def test_api_trace_budget_names_the_size_and_the_fix(loaded):
 
 
 def test_api_trace_prompts_checks_every_prompt_before_writing(loaded, work):
-    from llmbio.stages.attribution import trace_prompts
+    from llmbio.attribution.outputs import trace_prompts
 
     model, clt, tok = loaded
     with pytest.raises(PromptTooLongError):
-        trace_prompts(model, clt, tok, [PROMPT, LONG], work / "graphs")
+        trace_prompts(model, clt, tok, [PROMPT, LONG], work / "graphs", scan="s")
     assert not (work / "graphs").exists()
 
 
