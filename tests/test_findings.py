@@ -20,13 +20,13 @@ title: Demo study
 paper_section: Biology §4
 claims:
   - {id: holds, statement: v reaches 2, table: tables/t.parquet, column: v, aggregate: max,
-     op: ">=", threshold: 2, paper_value: "2.5", paper_ref: Fig. 1}
-  - {id: fails, statement: "v | mean above 5", table: tables/t.parquet, column: v,
+     kind: behaviour, op: ">=", threshold: 2, paper_value: "2.5", paper_ref: Fig. 1}
+  - {id: fails, kind: behaviour, statement: "v | mean above 5", table: tables/t.parquet, column: v,
      aggregate: mean, op: ">", threshold: 5}
-  - {id: absent, statement: no table, table: tables/absent.parquet, column: v,
+  - {id: absent, kind: behaviour, statement: no table, table: tables/absent.parquet, column: v,
      aggregate: mean, op: ">", threshold: 0}
   - {id: released_only, statement: on released models, table: tables/t.parquet, column: v,
-     aggregate: max, op: ">=", threshold: 0, families: [gemma-2-2b]}
+     kind: behaviour, aggregate: max, op: ">=", threshold: 0, families: [gemma-2-2b]}
 """
 
 

@@ -19,10 +19,10 @@ figures:
   - {id: never, kind: bar, table: tables/t.parquet, caption: Never drawn.}
 claims:
   - {id: holds, statement: v reaches 2, table: tables/t.parquet, column: v, aggregate: max,
-     op: ">=", threshold: 2, paper_value: 2.5, paper_ref: Fig. 1}
-  - {id: fails, statement: "v | mean above 5", table: tables/t.parquet, column: v,
+     kind: behaviour, op: ">=", threshold: 2, paper_value: 2.5, paper_ref: Fig. 1}
+  - {id: fails, kind: behaviour, statement: "v | mean above 5", table: tables/t.parquet, column: v,
      aggregate: mean, op: ">", threshold: 5}
-  - {id: absent, statement: no table, table: tables/absent.parquet, column: v,
+  - {id: absent, kind: behaviour, statement: no table, table: tables/absent.parquet, column: v,
      aggregate: mean, op: ">", threshold: 0}
 """
 
@@ -112,11 +112,11 @@ name: {name}
 title: {name}
 claims:
   - {{id: a, statement: a, table: tables/t.parquet, column: v, aggregate: max, op: ">=",
-     threshold: {a}, central: true}}
+     kind: behaviour, threshold: {a}, central: true}}
   - {{id: b, statement: b, table: tables/t.parquet, column: v, aggregate: min, op: ">=",
-     threshold: 1, central: true, families: [{family}]}}
+     kind: behaviour, threshold: 1, central: true, families: [{family}]}}
   - {{id: side, statement: side, table: tables/t.parquet, column: v, aggregate: max, op: ">",
-     threshold: 9}}
+     kind: behaviour, threshold: 9}}
 """
 
 
@@ -164,7 +164,7 @@ def test_a_central_claim_of_another_family_is_not_counted(tmp_path):
     folder.joinpath("study.yaml").write_text(
         "name: paper\ntitle: paper\nclaims:\n"
         "  - {id: a, statement: a, table: tables/t.parquet, column: v, aggregate: max,\n"
-        '     op: ">=", threshold: 1, central: true, families: [gemma-2-2b]}\n'
+        '     kind: behaviour, op: ">=", threshold: 1, central: true, families: [gemma-2-2b]}\n'
     )
     _, markdown = _central_run(tmp_path, {"fine": (2, "organism")})
     assert "**central claims: 1 of 1 studies (fine)**" in markdown

@@ -11,6 +11,7 @@ from llmbio.studies import CLAIM_COLUMNS, Claim, Study, evaluate_claims, write_c
 def claim(**overrides) -> Claim:
     fields = {
         "id": "c",
+        "kind": "behaviour",
         "statement": "Texas -2x lowers p(Austin).",
         "table": "tables/swap.parquet",
         "column": "p",
@@ -117,7 +118,7 @@ def test_write_claims_reads_the_study_file(results, tmp_path_factory):
     folder.mkdir()
     (folder / "study.yaml").write_text(
         "name: swap\ntitle: Swap\nclaims:\n"
-        "  - {id: falls, statement: p falls, table: tables/swap.parquet,\n"
+        "  - {id: falls, kind: behaviour, statement: p falls, table: tables/swap.parquet,\n"
         "     where: {edit: texas_minus_2}, column: p, aggregate: max, op: '<=', threshold: 0.1}\n"
     )
     out = write_claims(folder / "study.yaml", results, results / "claims.parquet")
