@@ -63,8 +63,10 @@ def test_headline_and_claims_come_from_the_audit(run):
     assert "central claims: not marked in this audit" in page
     assert "## `demo`: Demo study" in page and "Paper: Biology §4." in page
     lines = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
-    assert lines["| holds"].endswith("| 2 | >= 2 | 2.5 (Fig. 1) | pass |")
-    assert lines["| fails"].endswith("| 1.5 | > 5 |  | **fail** |")
+    assert "- claims by kind: behaviour 1 of 3 pass" in page
+    assert lines["| holds"].endswith("| 2 (n = 2) | >= 2 | 2.5 (Fig. 1) | pass |")
+    assert lines["| holds"].startswith("| holds | behaviour |")
+    assert lines["| fails"].endswith("| 1.5 [1, 2] (n = 2) | > 5 |  | **fail** |")
     assert "v \\| mean above 5" in lines["| fails"]  # a table cell cannot break the row
     assert lines["| absent"].endswith("| — | > 0 |  | **fail** (missing_table) |")
     assert "| addition | heldout | 40 | 97.5% |" in page
@@ -78,7 +80,7 @@ def test_central_claims_are_counted_per_study_when_the_audit_marks_them(run):
     page = _findings(tmp_path, out)
     assert "**central claims: 1 of 1 studies (demo)**" in page
     assert "| demo | 1 of 1 | yes |" in page
-    assert "| holds | yes | v reaches 2 |" in page
+    assert "| holds | behaviour | yes | v reaches 2 |" in page
 
     audit["central"] = audit["item"].isin(["holds", "fails"])
     audit.to_parquet(out / "audit.parquet")
