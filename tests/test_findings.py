@@ -89,6 +89,16 @@ def test_central_claims_are_counted_per_study_when_the_audit_marks_them(run):
     assert "| demo | 1 of 2 | no |" in page
 
 
+def test_an_audit_made_before_claims_had_kinds_still_reads(run):
+    tmp_path, out = run
+    audit = pd.read_parquet(out / "audit.parquet")
+    old = ["claim_kind", "n", "ci_low", "ci_high", "interval", "rule"]
+    audit.drop(columns=old).to_parquet(out / "audit.parquet")
+    page = _findings(tmp_path, out)
+    assert "claims by kind" not in page
+    assert "| holds |  | v reaches 2 | 2 | >= 2 | 2.5 (Fig. 1) | pass |" in page
+
+
 def test_the_machine_is_unknown_without_environment_json_and_stated_with_it(run):
     tmp_path, out = run
     assert read_environment(out) is None
