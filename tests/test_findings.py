@@ -20,13 +20,13 @@ title: Demo study
 paper_section: Biology §4
 claims:
   - {id: holds, statement: v reaches 2, table: tables/t.parquet, column: v, aggregate: max,
-     op: ">=", threshold: 2, paper_value: "2.5", paper_ref: Fig. 1}
-  - {id: fails, statement: "v | mean above 5", table: tables/t.parquet, column: v,
+     kind: behaviour, op: ">=", threshold: 2, paper_value: "2.5", paper_ref: Fig. 1}
+  - {id: fails, kind: behaviour, statement: "v | mean above 5", table: tables/t.parquet, column: v,
      aggregate: mean, op: ">", threshold: 5}
-  - {id: absent, statement: no table, table: tables/absent.parquet, column: v,
+  - {id: absent, kind: behaviour, statement: no table, table: tables/absent.parquet, column: v,
      aggregate: mean, op: ">", threshold: 0}
   - {id: released_only, statement: on released models, table: tables/t.parquet, column: v,
-     aggregate: max, op: ">=", threshold: 0, families: [gemma-2-2b]}
+     kind: behaviour, aggregate: max, op: ">=", threshold: 0, families: [gemma-2-2b]}
 """
 
 
@@ -63,8 +63,10 @@ def test_headline_and_claims_come_from_the_audit(run):
     assert "central claims: not marked in this audit" in page
     assert "## `demo`: Demo study" in page and "Paper: Biology §4." in page
     lines = {line.split(" | ")[0]: line for line in page.splitlines() if line.startswith("| ")}
-    assert lines["| holds"].endswith("| 2 | >= 2 | 2.5 (Fig. 1) | pass |")
-    assert lines["| fails"].endswith("| 1.5 | > 5 |  | **fail** |")
+    assert "- claims by kind: behaviour 1 of 3 pass" in page
+    assert lines["| holds"].endswith("| 2 (n = 2) | >= 2 | 2.5 (Fig. 1) | pass |")
+    assert lines["| holds"].startswith("| holds | behaviour |")
+    assert lines["| fails"].endswith("| 1.5 [1, 2] (n = 2) | > 5 |  | **fail** |")
     assert "v \\| mean above 5" in lines["| fails"]  # a table cell cannot break the row
     assert lines["| absent"].endswith("| — | > 0 |  | **fail** (missing_table) |")
     assert "| addition | heldout | 40 | 97.5% |" in page
@@ -78,13 +80,23 @@ def test_central_claims_are_counted_per_study_when_the_audit_marks_them(run):
     page = _findings(tmp_path, out)
     assert "**central claims: 1 of 1 studies (demo)**" in page
     assert "| demo | 1 of 1 | yes |" in page
-    assert "| holds | yes | v reaches 2 |" in page
+    assert "| holds | behaviour | yes | v reaches 2 |" in page
 
     audit["central"] = audit["item"].isin(["holds", "fails"])
     audit.to_parquet(out / "audit.parquet")
     page = _findings(tmp_path, out)
     assert "**central claims: 0 of 1 studies (none)**" in page
     assert "| demo | 1 of 2 | no |" in page
+
+
+def test_an_audit_made_before_claims_had_kinds_still_reads(run):
+    tmp_path, out = run
+    audit = pd.read_parquet(out / "audit.parquet")
+    old = ["claim_kind", "n", "ci_low", "ci_high", "interval", "rule"]
+    audit.drop(columns=old).to_parquet(out / "audit.parquet")
+    page = _findings(tmp_path, out)
+    assert "claims by kind" not in page
+    assert "| holds |  | v reaches 2 | 2 | >= 2 | 2.5 (Fig. 1) | pass |" in page
 
 
 def test_the_machine_is_unknown_without_environment_json_and_stated_with_it(run):

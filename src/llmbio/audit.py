@@ -4,8 +4,9 @@
 hand-edited table cannot hide behind an older ``claims.parquet``) and checks the provenance of
 every PNG under ``results/<run>/`` (see :func:`llmbio.figures.check_figure`); a figure a
 study.yaml declares but no analysis drew is ``missing``. It writes ``audit.parquet`` (one row
-per claim or figure) and ``audit.md`` (a readable report, headed by which studies' central
-claims hold: :func:`central_claims`). Failures never raise unless
+per claim or figure) and ``audit.md`` (a readable report, headed by the passes per kind of
+claim, :func:`claims_by_kind`, and by which studies' central claims hold,
+:func:`central_claims`). Failures never raise unless
 ``strict``: then :class:`AuditFailed` is raised after both files are written.
 """
 
@@ -17,12 +18,15 @@ import pandas as pd
 
 from llmbio.figures import FigureCheck, check_figure
 from llmbio.studies import discover_studies, evaluate_claims, load_study
-from llmbio.studies.claims import NOT_APPLICABLE, run_family
+from llmbio.studies.claims import INTERVAL, NOT_APPLICABLE, run_family
+from llmbio.studies.intervals import NONE
+from llmbio.studies.schema import CLAIM_KINDS
 from llmbio.studies.spec import Study
 
 AUDIT_COLUMNS = [
-    "kind", "study", "item", "central", "statement", "table", "measured", "op", "threshold",
-    "paper_value", "paper_ref", "status", "passed", "detail",
+    "kind", "study", "item", "claim_kind", "central", "statement", "table", "measured", "n",
+    "ci_low", "ci_high", "interval", "op", "threshold", "rule", "paper_value", "paper_ref",
+    "status", "passed", "detail",
 ]  # fmt: skip
 RUN_LEVEL = ""  # the `study` of figures outside results/<run>/studies/
 
@@ -44,7 +48,8 @@ def run_audit(
     frames = [claim_rows(s, results_dir) for s in studies]
     audit = pd.concat([*frames, figure_rows(results_dir, studies)], ignore_index=True)
     audit = audit.reindex(columns=AUDIT_COLUMNS).astype(
-        {"central": bool, "measured": float, "threshold": float, "passed": bool}
+        {"central": bool, "measured": float, "threshold": float, "passed": bool, "n": "Int64"}
+        | {"ci_low": float, "ci_high": float}
     )
     markdown = render_markdown(audit, studies, results_dir)
     out_table = Path(out_table or results_dir / "audit.parquet")
@@ -53,6 +58,7 @@ def run_audit(
     audit.to_parquet(out_table, index=False)
     out_markdown.write_text(markdown)
     print(summary_line(audit))
+    print(kinds_line(claims_by_kind(audit)))
     central = central_claims(audit)
     if len(central):
         print(central_line(central))
@@ -133,6 +139,28 @@ def summary_line(audit: pd.DataFrame) -> str:
     )
 
 
+def claims_by_kind(audit: pd.DataFrame) -> pd.DataFrame:
+    """Per claim kind, in :data:`CLAIM_KINDS` order: ``applicable`` claims, how many ``passed``
+    and how many of them were judged on their ``interval`` (the others on the point)."""
+    claims = audit[(audit["kind"] == "claim") & (audit["status"] != NOT_APPLICABLE)]
+    kinds = claims["claim_kind"]
+    table = pd.DataFrame(
+        {
+            "applicable": kinds.value_counts(),
+            "passed": claims["passed"].astype(bool).groupby(kinds).sum(),
+            "interval": (claims["rule"] == INTERVAL).groupby(kinds).sum(),
+        }
+    )
+    order = [k for k in CLAIM_KINDS if k in table.index]
+    return table.reindex(order).fillna(0).astype(int).rename_axis("claim_kind")
+
+
+def kinds_line(kinds: pd.DataFrame) -> str:
+    """``claims by kind: behaviour 8 of 8, existence 20 of 24, ... pass``."""
+    parts = [f"{kind} {r['passed']} of {r['applicable']}" for kind, r in kinds.iterrows()]
+    return f"claims by kind: {', '.join(parts) or 'none'} pass"
+
+
 def central_claims(audit: pd.DataFrame) -> pd.DataFrame:
     """Per study with central claims: ``central`` (how many), ``passed``, ``applicable`` and
     ``holds`` (every central claim passed; NA where none was applicable, on another family)."""
@@ -164,7 +192,14 @@ def _counts(rows: pd.DataFrame) -> str:
 
 
 _LEGEND = (
-    "A claim passes when its measured value meets the threshold of its study.yaml; "
+    "Each claim has a kind: `behaviour` (what the model does), `existence` (features or a "
+    "structure are found), `mechanism` (an intervention moves the output), `control` (an edit "
+    "that should not move it does not). A rate carries its n and a 95% interval (Wilson for a "
+    "share of rows, a seeded percentile bootstrap for a mean or median; none for a sum, count, "
+    "minimum, maximum or single value). A behaviour or existence claim passes when its measured "
+    "value meets the threshold of its study.yaml; a mechanism or control claim with an interval "
+    "passes only when the interval's far bound meets it too (the lower bound for `>=`, the "
+    "upper bound for `<=`), and on its measured value where it has no interval. "
     "`missing_table` and `error` (no rows, no column) never pass. A figure is `ok` when every "
     "table it was drawn from still has the recorded SHA-256, `stale` when one changed since, "
     "`orphaned` when its provenance sidecar or a table is gone, `missing` when study.yaml "
@@ -178,6 +213,8 @@ _LEGEND = (
 def render_markdown(audit: pd.DataFrame, studies: list[Study], results_dir: Path) -> str:
     """The audit as Markdown: verdict and counts, then per study its claims and figures."""
     lines = [f"# Audit of `{results_dir.as_posix()}`", "", f"**{summary_line(audit)}**", ""]
+    kinds = claims_by_kind(audit)
+    lines += [f"**{kinds_line(kinds)}**", ""] + _kinds_table(kinds) + [""]
     central = central_claims(audit)
     if len(central):
         lines += [f"**{central_line(central)}**", ""] + _central_table(central, audit) + [""]
@@ -204,6 +241,23 @@ def _count_table(audit: pd.DataFrame) -> list[str]:
     return lines
 
 
+_KIND_RULES = {
+    "behaviour": "measured value",
+    "existence": "measured value",
+    "mechanism": "95% interval's far bound (lower for >=, upper for <=)",
+    "control": "95% interval's far bound (upper for <=)",
+}
+
+
+def _kinds_table(kinds: pd.DataFrame) -> list[str]:
+    header = ["kind", "applicable", "passed", "judged on", "judged on an interval"]
+    lines = [_row(header), _row(["---"] * len(header))]
+    for kind, r in kinds.iterrows():
+        cells = [kind, r["applicable"], r["passed"], _KIND_RULES.get(kind, ""), r["interval"]]
+        lines.append(_row(cells))
+    return lines
+
+
 def _central_table(central: pd.DataFrame, audit: pd.DataFrame) -> list[str]:
     lines = [_row(["study", "central claim", "passed", "claims"]), _row(["---"] * 4)]
     for study, r in central.iterrows():
@@ -212,21 +266,39 @@ def _central_table(central: pd.DataFrame, audit: pd.DataFrame) -> list[str]:
         else:
             verdict = "✅ holds" if r["holds"] else "❌ does not hold"
         rows = audit[(audit["study"] == study) & audit["central"].astype(bool)]
-        ids = ", ".join(f"`{i}`" for i in rows["item"])
+        ids = "; ".join(
+            f"{_symbol(c.status, c.passed)} `{c.item}` {measured_text(c)}"
+            for c in rows.itertuples()
+        )
         lines.append(_row([study, verdict, f"{r['passed']}/{r['central']}", ids]))
     return lines
+
+
+def measured_text(r) -> str:
+    """``0.917 [0.646, 0.985] (n = 12)``: the value of an audit row (a namedtuple), with its 95%
+    interval where it has one."""
+    if pd.isna(r.measured):
+        return "—"
+    text = f"{r.measured:.3g}"
+    if r.interval not in (NONE, None) and not pd.isna(r.ci_low):
+        text += f" [{r.ci_low:.3g}, {r.ci_high:.3g}]"
+    return text + (f" (n = {r.n})" if not pd.isna(r.n) else "")
 
 
 def _claims_table(claims: pd.DataFrame) -> list[str]:
     if claims.empty:
         return ["No claims."]
-    header = ["claim", "statement", "measured", "test", "paper", "status", "detail"]
+    header = ["claim", "kind", "statement", "measured [95% interval] (n)", "test", "judged on"]
+    header += ["paper", "status", "detail"]
     out = [_row(header), _row(["---"] * len(header))]
     for r in claims.itertuples():
         ref = f"({r.paper_ref})" if r.paper_ref else ""
         paper = " ".join(x for x in (r.paper_value, ref) if x)
         item = f"{r.item} (central)" if r.central else r.item
-        cells = [item, r.statement, f"{r.measured:.4g}", f"{r.op} {r.threshold:g}", paper]
+        interval = "" if r.interval in (NONE, None) else f"{r.interval} "
+        judged = f"{interval}{r.rule}" if r.rule == INTERVAL else r.rule
+        test = f"{r.op} {r.threshold:g}"
+        cells = [item, r.claim_kind, r.statement, measured_text(r), test, judged, paper]
         out.append(_row([*cells, _mark(r.status, r.passed), r.detail]))
     return out
 
@@ -241,9 +313,11 @@ def _figures_table(figures: pd.DataFrame) -> list[str]:
 
 
 def _mark(status: str, passed: bool) -> str:
-    if status == NOT_APPLICABLE:
-        return f"➖ {status}"
-    return f"{'✅' if passed else '❌'} {status}"
+    return f"{_symbol(status, passed)} {status}"
+
+
+def _symbol(status: str, passed: bool) -> str:
+    return "➖" if status == NOT_APPLICABLE else "✅" if passed else "❌"
 
 
 def _row(cells: list) -> str:

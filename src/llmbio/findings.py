@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from llmbio.audit import central_claims, central_line
+from llmbio.audit import central_claims, central_line, claims_by_kind, kinds_line, measured_text
 from llmbio.environment import read_environment
 from llmbio.studies.claims import NOT_APPLICABLE
 
@@ -87,6 +87,8 @@ def _headline(claims: pd.DataFrame, figures: pd.DataFrame) -> list[str]:
         + (f" ({skipped} not applicable to this model)" if skipped else ""),
         f"- figures: {int(figures['passed'].sum())} of {len(figures)} traced to their tables",
     ]
+    if "claim_kind" in claims.columns:  # audits made before claims had kinds have none
+        out.insert(1, f"- {kinds_line(claims_by_kind(claims))}")
     if "central" not in claims.columns or not claims["central"].any():
         return [*out, "- central claims: not marked in this audit"]
     per_study = central_claims(claims)
@@ -146,14 +148,18 @@ def _study(study: str, claims: pd.DataFrame, figures: pd.DataFrame, root) -> lis
         "",
     ]
     central = "central" in claims.columns
-    header = ["claim", *(["central"] if central else []), "statement", "measured", "test"]
+    kinds = "claim_kind" in claims.columns
+    header = ["claim", *(["kind"] if kinds else []), *(["central"] if central else [])]
+    header += ["statement", "measured [95% interval] (n)" if kinds else "measured", "test"]
     out += [_row([*header, "paper", "result"]), _row(["---"] * (len(header) + 2))]
     for r in applicable.itertuples():
         ref = f"({r.paper_ref})" if r.paper_ref else ""
         paper = " ".join(str(x) for x in (r.paper_value, ref) if x)
-        cells = [r.item, *(["yes" if r.central else ""] if central else []), r.statement]
+        cells = [r.item, *([r.claim_kind] if kinds else [])]
+        cells += [*(["yes" if r.central else ""] if central else []), r.statement]
         test = f"{r.op} {r.threshold:g}" if pd.notna(r.threshold) else str(r.op or "")
-        out.append(_row([*cells, _number(r.measured), test, paper, _result(r)]))
+        measured = measured_text(r) if kinds else _number(r.measured)
+        out.append(_row([*cells, measured, test, paper, _result(r)]))
     return out
 
 

@@ -19,10 +19,10 @@ figures:
   - {id: never, kind: bar, table: tables/t.parquet, caption: Never drawn.}
 claims:
   - {id: holds, statement: v reaches 2, table: tables/t.parquet, column: v, aggregate: max,
-     op: ">=", threshold: 2, paper_value: 2.5, paper_ref: Fig. 1}
-  - {id: fails, statement: "v | mean above 5", table: tables/t.parquet, column: v,
+     kind: behaviour, op: ">=", threshold: 2, paper_value: 2.5, paper_ref: Fig. 1}
+  - {id: fails, kind: behaviour, statement: "v | mean above 5", table: tables/t.parquet, column: v,
      aggregate: mean, op: ">", threshold: 5}
-  - {id: absent, statement: no table, table: tables/absent.parquet, column: v,
+  - {id: absent, kind: behaviour, statement: no table, table: tables/absent.parquet, column: v,
      aggregate: mean, op: ">", threshold: 0}
 """
 
@@ -112,11 +112,11 @@ name: {name}
 title: {name}
 claims:
   - {{id: a, statement: a, table: tables/t.parquet, column: v, aggregate: max, op: ">=",
-     threshold: {a}, central: true}}
+     kind: behaviour, threshold: {a}, central: true}}
   - {{id: b, statement: b, table: tables/t.parquet, column: v, aggregate: min, op: ">=",
-     threshold: 1, central: true, families: [{family}]}}
+     kind: behaviour, threshold: 1, central: true, families: [{family}]}}
   - {{id: side, statement: side, table: tables/t.parquet, column: v, aggregate: max, op: ">",
-     threshold: 9}}
+     kind: behaviour, threshold: 9}}
 """
 
 
@@ -152,8 +152,8 @@ def test_a_central_claim_holds_when_all_its_claims_pass(tmp_path):
     assert saved["central"].dtype == bool
     head = markdown.split("## Study", 1)[0]
     assert "**central claims: 1 of 3 studies (fine)**" in head
-    assert "| fine | ✅ holds | 2/2 | `a`, `b` |" in head
-    assert "| broken | ❌ does not hold | 1/2 | `a`, `b` |" in head
+    assert "| fine | ✅ holds | 2/2 | ✅ `a` 2 (n = 2); ✅ `b` 1 (n = 2) |" in head
+    assert "| broken | ❌ does not hold | 1/2 | ❌ `a` 2 (n = 2); ✅ `b` 1 (n = 2) |" in head
     assert "| elsewhere | ❌ does not hold | 1/2 |" in head
     assert "| a (central) |" in markdown and "| side |" in markdown
 
@@ -164,8 +164,52 @@ def test_a_central_claim_of_another_family_is_not_counted(tmp_path):
     folder.joinpath("study.yaml").write_text(
         "name: paper\ntitle: paper\nclaims:\n"
         "  - {id: a, statement: a, table: tables/t.parquet, column: v, aggregate: max,\n"
-        '     op: ">=", threshold: 1, central: true, families: [gemma-2-2b]}\n'
+        '     kind: behaviour, op: ">=", threshold: 1, central: true, families: [gemma-2-2b]}\n'
     )
     _, markdown = _central_run(tmp_path, {"fine": (2, "organism")})
     assert "**central claims: 1 of 1 studies (fine)**" in markdown
-    assert "| paper | ➖ not_applicable | 0/1 | `a` |" in markdown
+    assert "| paper | ➖ not_applicable | 0/1 | ➖ `a` — |" in markdown
+
+
+KINDS_STUDY = """\
+name: kinds
+title: Kinds
+claims:
+  - {id: answers, kind: behaviour, statement: s, table: tables/t.parquet, column: ok,
+     aggregate: share_true, op: ">=", threshold: 0.9}
+  - {id: found, kind: existence, statement: s, table: tables/t.parquet, column: found,
+     aggregate: sum, op: ">=", threshold: 1}
+  - {id: swap, kind: mechanism, central: true, statement: s, table: tables/t.parquet,
+     column: ok, aggregate: share_true, op: ">=", threshold: 0.9}
+  - {id: control, kind: control, statement: s, table: tables/t.parquet, column: flipped,
+     aggregate: share_true, op: "<=", threshold: 0.1}
+"""
+
+
+def test_the_headline_counts_passes_per_kind_and_shows_intervals(tmp_path):
+    folder = tmp_path / "studies" / "kinds"
+    folder.mkdir(parents=True)
+    folder.joinpath("study.yaml").write_text(KINDS_STUDY)
+    table = tmp_path / "results" / "studies" / "kinds" / "tables" / "t.parquet"
+    table.parent.mkdir(parents=True)
+    # 19 of 20 right: 0.95 clears 0.9 as a point, its Wilson lower bound (0.764) does not
+    ok = [True] * 19 + [False]
+    pd.DataFrame({"ok": ok, "found": [1] * 20, "flipped": [False] * 20}).to_parquet(table)
+    audit, markdown = run_audit(tmp_path / "results", tmp_path / "studies")
+    claims = audit.set_index("item")
+    assert claims.loc["answers", "status"] == "pass" and claims.loc["swap", "status"] == "fail"
+    assert claims.loc["swap", ["n", "interval", "rule"]].tolist() == [20, "wilson", "interval"]
+    assert claims.loc["swap", "ci_low"] == pytest.approx(0.7639, abs=5e-5)
+    # no flip in 20: the upper bound 0.161 does not stay under 0.1
+    assert claims.loc["control", "ci_high"] == pytest.approx(0.1611, abs=5e-5)
+    line = "claims by kind: behaviour 1 of 1, existence 1 of 1, mechanism 0 of 1, control 0 of 1"
+    head = markdown.split("## Study", 1)[0]
+    assert f"**{line} pass**" in head
+    assert (
+        "| mechanism | 1 | 0 | 95% interval's far bound (lower for >=, upper for <=) | 1 |" in head
+    )
+    assert "❌ `swap` 0.95 [0.764, 0.991] (n = 20)" in head
+    assert "| swap (central) | mechanism | s | 0.95 [0.764, 0.991] (n = 20) | >= 0.9 |" in markdown
+    assert "| found | existence | s | 20 (n = 20) | >= 1 | point |" in markdown
+    saved = pd.read_parquet(tmp_path / "results" / "audit.parquet")
+    assert list(saved.columns) == AUDIT_COLUMNS and saved["n"].dtype == "Int64"

@@ -45,9 +45,9 @@ STUDY = {
     "figures": [{"id": "organism_fig", "kind": "bar", "table": "tables/x.parquet", "caption": "c"}],
     "claims": [
         {"id": "organism_claim", "statement": "s", "table": "tables/x.parquet", "column": "y",
-         "aggregate": "mean", "op": ">=", "threshold": 0},
+         "kind": "behaviour", "aggregate": "mean", "op": ">=", "threshold": 0},
         {"id": "real_claim", "statement": "s", "families": [FAMILY], "table": "tables/declared_prompts.parquet",  # noqa: E501
-         "column": "p_target", "aggregate": "max", "op": ">=", "threshold": 0},
+         "kind": "behaviour", "column": "p_target", "aggregate": "max", "op": ">=", "threshold": 0},
     ],
 }  # fmt: skip
 

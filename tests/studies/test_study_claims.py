@@ -11,6 +11,7 @@ from llmbio.studies import CLAIM_COLUMNS, Claim, Study, evaluate_claims, write_c
 def claim(**overrides) -> Claim:
     fields = {
         "id": "c",
+        "kind": "behaviour",
         "statement": "Texas -2x lowers p(Austin).",
         "table": "tables/swap.parquet",
         "column": "p",
@@ -117,9 +118,101 @@ def test_write_claims_reads_the_study_file(results, tmp_path_factory):
     folder.mkdir()
     (folder / "study.yaml").write_text(
         "name: swap\ntitle: Swap\nclaims:\n"
-        "  - {id: falls, statement: p falls, table: tables/swap.parquet,\n"
+        "  - {id: falls, kind: behaviour, statement: p falls, table: tables/swap.parquet,\n"
         "     where: {edit: texas_minus_2}, column: p, aggregate: max, op: '<=', threshold: 0.1}\n"
     )
     out = write_claims(folder / "study.yaml", results, results / "claims.parquet")
     assert pd.read_parquet(results / "claims.parquet").equals(out)
     assert out["status"].tolist() == ["pass"]
+
+
+@pytest.fixture
+def cells(tmp_path):
+    """Swap cells: 11 of 12 successes, 0 of 12 and 0 of 40 control flips, 40 drops."""
+    (tmp_path / "tables").mkdir()
+    pd.DataFrame(
+        {
+            "cell": ["small"] * 12 + ["large"] * 40,
+            "success": [True] * 11 + [False] + [True] * 40,
+            "flipped": [False] * 52,
+            "drop": [0.55, 0.45] * 6 + [0.9] * 40,
+        }
+    ).to_parquet(tmp_path / "tables" / "swap.parquet")
+    return tmp_path
+
+
+def rate(kind: str, column: str = "success", cell: str = "small", **overrides) -> Claim:
+    fields = {"kind": kind, "column": column, "where": {"cell": cell}, "aggregate": "share_true"}
+    return claim(**{**fields, "op": ">=", "threshold": 0.9, **overrides})
+
+
+def test_a_mechanism_passes_only_when_its_lower_bound_clears_the_bar(cells):
+    out = evaluate(
+        cells,
+        rate("mechanism", id="small_cell"),
+        rate("mechanism", id="large_cell", cell="large"),
+        rate("behaviour", id="as_behaviour"),
+        rate("existence", id="as_existence"),
+    )
+    small = out.loc["small_cell"]
+    assert small["measured"] == pytest.approx(11 / 12) and small["n"] == 12
+    assert (small["ci_low"], small["ci_high"]) == pytest.approx((0.6461, 0.9851), abs=5e-5)
+    assert (small["interval"], small["rule"], small["status"]) == ("wilson", "interval", "fail")
+    assert "the interval's lower bound not" in small["detail"]
+    assert out.loc["large_cell", ["status", "rule"]].tolist() == ["pass", "interval"]
+    for point_rule in ("as_behaviour", "as_existence"):  # same numbers, judged on the point
+        assert out.loc[point_rule, ["status", "rule"]].tolist() == ["pass", "point"]
+        assert out.loc[point_rule, "ci_low"] == small["ci_low"]  # reported all the same
+
+
+def test_a_control_passes_only_when_its_upper_bound_stays_under_the_bar(cells):
+    control = {"column": "flipped", "op": "<=", "threshold": 0.1}
+    out = evaluate(
+        cells,
+        rate("control", id="small_cell", **control),
+        rate("control", id="large_cell", cell="large", **control),
+    )
+    assert out.loc["small_cell", "measured"] == 0 and out.loc["small_cell", "status"] == "fail"
+    assert out.loc["small_cell", "ci_high"] == pytest.approx(0.2425, abs=5e-5)
+    assert "upper bound not" in out.loc["small_cell", "detail"]
+    assert out.loc["large_cell", "ci_high"] == pytest.approx(0.0876, abs=5e-5)
+    assert out.loc["large_cell", "status"] == "pass"
+
+
+def test_the_interval_rule_applies_to_averages_and_mirrors_for_upper_bars(cells):
+    median = {"column": "drop", "aggregate": "median", "threshold": 0.5}
+    out = evaluate(
+        cells,
+        rate("mechanism", id="noisy_median", **median),  # 0.5, between 0.45 and 0.55
+        rate("mechanism", id="steady_median", cell="large", **median),
+        rate("mechanism", id="below", cell="large", column="drop", aggregate="mean", op="<",
+             threshold=0.95),
+        rate("mechanism", id="failing_point", op="<=", threshold=0.5),
+    )  # fmt: skip
+    assert out.loc["noisy_median", "interval"] == "bootstrap"
+    assert out.loc["noisy_median", "ci_low"] < 0.5 and out.loc["noisy_median", "status"] == "fail"
+    steady = out.loc["steady_median"]
+    assert (steady["ci_low"], steady["ci_high"], steady["status"]) == (0.9, 0.9, "pass")
+    assert out.loc["below", "status"] == "pass" and out.loc["below", "rule"] == "interval"
+    assert out.loc["failing_point", "status"] == "fail"  # the point itself misses the bar
+    assert "interval's" not in out.loc["failing_point", "detail"]
+
+
+def test_claims_without_an_interval_keep_the_point_rule(cells):
+    out = evaluate(
+        cells,
+        rate("mechanism", id="max", column="drop", aggregate="max", threshold=0.5),
+        rate("control", id="first", column="drop", aggregate="first", op="<=", threshold=0.6),
+        rate("mechanism", id="equal", op="==", threshold=11 / 12),
+    )
+    assert out["rule"].tolist() == ["point"] * 3 and out["status"].tolist() == ["pass"] * 3
+    assert out.loc["max", "interval"] == "none" and math.isnan(out.loc["max", "ci_low"])
+    assert out.loc["max", "n"] == 12 and out.loc["first", "n"] == 1
+    assert out.loc["equal", "interval"] == "wilson"  # reported, but == has no side to judge
+
+
+def test_an_unmeasured_claim_names_the_rule_it_would_be_judged_on(cells):
+    out = evaluate(cells, rate("control", id="absent", table="tables/absent.parquet"))
+    row = out.loc["absent"]
+    assert (row["status"], row["rule"], row["interval"]) == ("missing_table", "interval", "none")
+    assert pd.isna(row["n"])

@@ -23,7 +23,7 @@ prompts:
 figures:
   - {id: bars, kind: bar, table: tables/numbers.parquet, caption: Numbers as bars.}
 claims:
-  - {id: big, statement: x gets big, table: tables/numbers.parquet, column: x,
+  - {id: big, kind: behaviour, statement: x gets big, table: tables/numbers.parquet, column: x,
      aggregate: max, op: ">=", threshold: 2}
 """
 

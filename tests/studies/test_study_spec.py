@@ -46,7 +46,7 @@ VALID = {
          "table": ["tables/nodes.parquet", "tables/edges.parquet"], "caption": "Graph."},
     ],
     "claims": [
-        {"id": "austin_falls", "statement": "Texas -2x lowers p(Austin).",
+        {"id": "austin_falls", "kind": "mechanism", "statement": "Texas -2x lowers p(Austin).",
          "table": "tables/swap.parquet", "where": {"edit": "texas_minus_2"},
          "column": "p_target", "aggregate": "mean", "op": "<=", "threshold": 0.2,
          "paper_value": 0.06, "paper_ref": "Biology §4"},
@@ -108,6 +108,7 @@ def test_a_valid_study_loads(tmp_path):
         ("claims.0.aggregate", "average", "claims[0].aggregate: 'average' is not one of"),
         ("claims.0.threshold", "high", "claims[0].threshold: 'high' is not of type 'number'"),
         ("claims.0.central", "yes", "claims[0].central: 'yes' is not of type 'boolean'"),
+        ("claims.0.kind", "anecdote", "claims[0].kind: 'anecdote' is not one of ['behaviour'"),
         ("supernodes.1.features", ["3-117"], "supernodes[1].features[0]: '3-117' does not match"),
         ("interventions.0.edits.0.op", "double", "interventions[0].edits[0].op: 'double'"),
         ("figures.0.id", "a/b", "figures[0].id: 'a/b' does not match"),
@@ -129,6 +130,13 @@ def test_unknown_and_missing_keys_are_named(tmp_path):
     message = str(err.value)
     assert "supernodes[0].featurs: unknown key; allowed: ['families', 'features', 'name'" in message
     assert "claims[0].threshold: required key missing" in message
+
+
+def test_a_claim_without_a_kind_is_refused(tmp_path):
+    data = _with("claims.0.threshold", 0.2)
+    del data["claims"][0]["kind"]
+    with pytest.raises(StudyError, match=r"claims\[0\]\.kind: required key missing"):
+        load_study(write_study(tmp_path, data))
 
 
 def test_cross_references_are_checked(tmp_path):

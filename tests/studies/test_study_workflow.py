@@ -20,7 +20,7 @@ needs: []
 figures:
   - {id: bars, kind: bar, table: tables/numbers.parquet, caption: "Demo bars, from numbers."}
 claims:
-  - {id: big, statement: x gets big, table: tables/numbers.parquet, column: x,
+  - {id: big, kind: behaviour, statement: x gets big, table: tables/numbers.parquet, column: x,
      aggregate: max, op: ">=", threshold: 3, paper_value: 3, paper_ref: none}
 """
 

@@ -11,6 +11,15 @@ whose ground truth most tables need). On a run of another family (a released mod
 
 The claims marked ``central`` make up the study's central claim (the paper's finding it
 reproduces); the audit counts a study's central claim as holding when all of them pass.
+
+Every measured claim carries ``n`` (the values its aggregate reads) and, for a rate or an
+average, a 95% interval (:mod:`llmbio.studies.intervals`: Wilson for ``share_true``, a seeded
+percentile bootstrap for ``mean`` and ``median``). How it passes depends on its ``kind``
+(:func:`judge`): a ``mechanism`` or ``control`` claim passes only when its whole interval lies
+on the passing side of the threshold (for ``>=``: the lower bound clears it; for ``<=``: the
+upper bound stays under it), so an effect cannot pass on the luck of a small cell; a
+``behaviour`` or ``existence`` claim, and any claim without an interval, passes on its
+measured value.
 """
 
 from __future__ import annotations
@@ -24,13 +33,18 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype
 
 from llmbio.figures import read_table
+from llmbio.studies.intervals import NONE, Interval, interval, method_of
 from llmbio.studies.spec import ORGANISM, Claim, Study, load_study
 
 NOT_APPLICABLE = "not_applicable"
+# the kinds judged on their interval; the others on the measured value
+INTERVAL_KINDS = ("mechanism", "control")
+POINT, INTERVAL = "point", "interval"
 
 CLAIM_COLUMNS = [
-    "study", "claim_id", "central", "statement", "table", "measured", "op", "threshold",
-    "paper_value", "paper_ref", "n_rows", "passed", "status", "detail",
+    "study", "claim_id", "claim_kind", "central", "statement", "table", "measured", "n",
+    "ci_low", "ci_high", "interval", "op", "threshold", "rule", "paper_value", "paper_ref",
+    "n_rows", "passed", "status", "detail",
 ]  # fmt: skip
 
 _OPS = {
@@ -66,19 +80,26 @@ def evaluate_claims(
     rows = [_evaluate(study.name, c, Path(results_dir), family) for c in study.claims]
     table = pd.DataFrame(rows, columns=CLAIM_COLUMNS)
     types = {"central": bool, "measured": float, "threshold": float, "n_rows": "Int64"}
-    return table.astype({**types, "passed": bool})
+    intervals = {"n": "Int64", "ci_low": float, "ci_high": float}
+    return table.astype({**types, **intervals, "passed": bool})
 
 
 def _evaluate(study: str, claim: Claim, results_dir: Path, family: str = ORGANISM) -> dict:
     row = {
         "study": study,
         "claim_id": claim.id,
+        "claim_kind": claim.kind,
         "central": claim.central,
         "statement": claim.statement,
         "table": claim.table,
         "measured": math.nan,
+        "n": None,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "interval": NONE,
         "op": claim.op,
         "threshold": claim.threshold,
+        "rule": judged_on(claim, Interval(method_of(claim.aggregate), 0)),
         "paper_value": "" if claim.paper_value is None else str(claim.paper_value),
         "paper_ref": claim.paper_ref,
         "n_rows": None,
@@ -96,16 +117,47 @@ def _evaluate(study: str, claim: Claim, results_dir: Path, family: str = ORGANIS
         measured = aggregate(values, claim.aggregate)
     except Exception as err:  # a bad query or table is the claim's error, not the audit's
         return {**row, "status": "error", "detail": f"{type(err).__name__}: {err}"}
-    passed = bool(_OPS[claim.op](measured, claim.threshold))
+    ci = interval(values, claim.aggregate)
+    passed, rule = judge(claim, measured, ci)
     detail = f"{claim.aggregate}({claim.column}) over {len(values)} rows"
+    if rule == INTERVAL and not passed and _OPS[claim.op](measured, claim.threshold):
+        bound = "lower" if claim.op in (">=", ">") else "upper"
+        detail += f"; the measured value meets the threshold, the interval's {bound} bound not"
     return {
         **row,
         "measured": measured,
+        "n": ci.n,
+        "ci_low": ci.low,
+        "ci_high": ci.high,
+        "interval": ci.method,
+        "rule": rule,
         "n_rows": len(values),
         "passed": passed,
         "status": "pass" if passed else "fail",
         "detail": detail,
     }
+
+
+def judged_on(claim: Claim, ci: Interval) -> str:
+    """``interval`` for a mechanism or control claim with an interval and a one-sided test."""
+    one_sided = claim.op != "=="
+    return INTERVAL if claim.kind in INTERVAL_KINDS and ci.method != NONE and one_sided else POINT
+
+
+def judge(claim: Claim, measured: float, ci: Interval) -> tuple[bool, str]:
+    """Whether the claim passes, and on what (``point`` or ``interval``, :func:`judged_on`).
+
+    On its interval, the measured value and the bound on the far side of the threshold must
+    both pass the claim's comparison: the lower bound for ``>=`` and ``>``, the upper bound for
+    ``<=`` and ``<``. The threshold is the study's, unchanged.
+    """
+    compare = _OPS[claim.op]
+    point = bool(compare(measured, claim.threshold))
+    rule = judged_on(claim, ci)
+    if rule == POINT:
+        return point, rule
+    bound = ci.low if claim.op in (">=", ">") else ci.high
+    return point and bool(compare(bound, claim.threshold)), rule
 
 
 def select(table: pd.DataFrame, claim: Claim) -> pd.Series:
@@ -152,5 +204,7 @@ def write_claims(study_path: str | Path, results_dir: str | Path, out: str | Pat
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(out, index=False)
     for r in table.itertuples():
-        print(f"{r.status:>13}  {r.claim_id}: {r.measured:.4g} {r.op} {r.threshold:g}  {r.detail}")
+        ci = "" if r.interval == NONE else f" [{r.ci_low:.3g}, {r.ci_high:.3g}] n={r.n}"
+        test = f"{r.op} {r.threshold:g} ({r.claim_kind}, {r.rule})"
+        print(f"{r.status:>13}  {r.claim_id}: {r.measured:.4g}{ci} {test}  {r.detail}")
     return table

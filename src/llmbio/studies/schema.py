@@ -15,6 +15,9 @@ from __future__ import annotations
 
 AGGREGATES = ("mean", "min", "max", "median", "sum", "count", "first", "share_true")
 COMPARISONS = (">=", "<=", ">", "<", "==")
+# what a claim tests: the model's own behaviour, that a feature or structure is found, that an
+# intervention moves the output (mechanism), or that a control edit does not (control)
+CLAIM_KINDS = ("behaviour", "existence", "mechanism", "control")
 EDIT_OPS = ("scale", "set", "zero", "inject")
 DEFAULT_NEEDS = ("world.json", "model")
 
@@ -141,6 +144,7 @@ def _claim() -> dict:
     return _object(
         {
             "id": _ID,
+            "kind": {"enum": list(CLAIM_KINDS)},
             "statement": _TEXT,
             "table": _TEXT,
             "where": where,
@@ -153,7 +157,7 @@ def _claim() -> dict:
             "families": _FAMILIES,
             "central": {"type": "boolean"},
         },
-        ("id", "statement", "table", "column", "aggregate", "op", "threshold"),
+        ("id", "kind", "statement", "table", "column", "aggregate", "op", "threshold"),
     )
 
 

@@ -84,6 +84,7 @@ class FigureSpec:
 @dataclass(frozen=True)
 class Claim:
     id: str
+    kind: str  # behaviour | existence | mechanism | control (see llmbio.studies.claims)
     statement: str
     table: str  # relative to the study's results folder
     column: str
