@@ -12,8 +12,9 @@ gradients) runs through :func:`spliced`. Modes, given by a clean pass of the pro
 - **constrained** (``constrained_layers``): the MLP outputs of those layers are replaced by their
   clean values plus the queued decoder contributions, and edits there act on the clean
   activations, so effects cannot propagate through those MLPs (circuit-tracer's
-  ``constrained_layers``). Unlike circuit-tracer, layers outside the range still receive the
-  edits' decoder contributions, as in the unconstrained mode.
+  ``constrained_layers``). The edits write to the MLP outputs of those layers only: outside the
+  range the real MLPs run and already respond to the edit through the residual stream, so adding
+  the decoder's writes there too would count that response twice.
 - ``freeze_attention``: attention patterns are those of the clean run (the attribution tracer's
   frozen attention). When every layer is constrained, norm denominators are frozen too, so
   the pass is the local replacement model's linear map: the effects equal graph edges.
@@ -171,6 +172,8 @@ class Splice:
         acts[b, pos, feat] = new
         rows = self.clt.decoder_rows(layer, feat)  # (E, n_targets, D)
         for j, target in enumerate(self.clt.target_layers(layer)):
+            if not self._writes_to(target):
+                continue
             vectors = (new - old)[:, None] * rows[:, j].to(new.dtype)  # (E, D)
             self._queued(target, acts).index_put_((b, pos), vectors, accumulate=True)
         return acts
@@ -206,6 +209,11 @@ class Splice:
         if self.pending[layer] is not None:
             new[:, self.window] += self.pending[layer].to(y.dtype)
         return new
+
+    def _writes_to(self, layer: int) -> bool:
+        """Whether queued decoder writes reach ``layer``'s MLP output (constrained: only the
+        constrained layers do)."""
+        return not self.constrained or layer in self.constrained
 
     def _clean_output(self, layer: int, y: torch.Tensor) -> torch.Tensor:
         """The clean MLP output, with the skip path (if any) live."""
