@@ -43,6 +43,8 @@ from llmbio.interventions.engine import Intervener, PassOutput
 from llmbio.transcoder.clt import CrossLayerTranscoder
 
 DOWNSTREAM = 2  # resid_mid of layer l + 2: one whole layer after the edit at layer l's MLP
+REAL_FRAMES = ("frame", "live")  # the real model's passes the replacement is compared with
+INFLUENCE_COLUMNS = ["source", "source_layer", "target", "target_layer", "predicted", "actual"]
 
 
 def _demeaned(logits: torch.Tensor, token: int) -> float:
@@ -90,9 +92,10 @@ def feature_effects(
                 bases[name].logits, token
             )
         down = layer + DOWNSTREAM
+        row.update({f"{m}_{real}": np.nan for m in ("cosine", "nmse") for real in REAL_FRAMES})
         if down < clt.n_layers:
             shift = {n: outs[n].resid_mid[down] - bases[n].resid_mid[down] for n in outs}
-            for real in ("frame", "live"):
+            for real in REAL_FRAMES:
                 cos, nmse = _compare(shift["replacement"], shift[real])
                 row[f"cosine_{real}"], row[f"nmse_{real}"] = cos, nmse
         rows.append(row)
@@ -137,7 +140,7 @@ def feature_influence(
                 source=int(s), source_layer=layer, target=int(t), target_layer=int(feats[t, 0]),
                 predicted=-float(graph.adjacency[t, s]), actual=a - b,
             ))  # fmt: skip
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=INFLUENCE_COLUMNS)
 
 
 @torch.no_grad()
