@@ -196,7 +196,7 @@ def draw_checks(per_prompt: pd.DataFrame, checks: pd.DataFrame):
         if check == "effect_spearman":
             ax.axhline(EFFECT_TARGET, color="grey", ls=":", lw=1, label="target")
         ax.set(xticks=[], xlim=(-0.4, 0.6), title=check.replace("_", " "))
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="best")
     axes[0].set_ylabel(f"per prompt (n = {len(per_prompt)})")
     fig.tight_layout()
     return fig
