@@ -191,12 +191,8 @@ def test_intervention_equals_feature_intervention(models, ours_kw, theirs_kw):
     _compare_intervention(models, PROMPTS[0], ours_kw, theirs_kw, range(N_LAYERS))
 
 
-def test_partially_constrained_intervention_equals_feature_intervention(models, request):
-    if models[0] == "clt":  # a PLT feature writes only to its own layer: nothing to drop
-        reason = (
-            "constrained over part of the layers, a CLT edit's decoder writes still reach the "
-            "MLP outputs after the range; circuit-tracer drops them"
-        )
-        request.applymarker(pytest.mark.xfail(raises=AssertionError, strict=True, reason=reason))
+def test_partially_constrained_intervention_equals_feature_intervention(models):
+    """Constrained over part of the layers, a CLT edit's decoder writes reach only the MLP
+    outputs inside the range, as circuit-tracer's feature_intervention does."""
     kw = {"constrained_layers": range(2)}
     _compare_intervention(models, PROMPTS[0], {"freeze_attention": True, **kw}, kw, range(2))

@@ -51,3 +51,31 @@ def test_a_table_without_the_final_norm_column_reads_as_live(tmp_path):
     assert summary[["sample", "final_norm", "n_features"]].values.tolist() == [
         ["pruned_graph", "live", 4]
     ]
+
+
+def _analysis():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("faithfulness_analysis", STUDY / "analysis.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_check_prompts_are_a_fixed_list_of_at_least_twenty(tiny_world):
+    analysis = _analysis()
+    prompts = analysis.check_prompts(tiny_world)
+    assert prompts == analysis.check_prompts(tiny_world)
+    assert len(prompts) >= 20 and len(set(prompts)) == len(prompts)
+    assert prompts[: len(tiny_world.showcase_prompts())] == tiny_world.showcase_prompts()
+
+
+def test_checks_table_reports_medians_with_seeded_intervals():
+    analysis = _analysis()
+    per_prompt = pd.DataFrame({check: [0.1 * i for i in range(10)] for check in analysis.CHECKS})
+    checks = analysis.summarise_checks(per_prompt).set_index("check")
+    assert checks.loc["effect_spearman", "median"] == pytest.approx(0.45)
+    assert checks.loc["effect_spearman", "ci_low"] < 0.45 < checks.loc["effect_spearman", "ci_high"]
+    assert checks.loc["influence_spearman", "paper_value"] == 0.72
+    again = analysis.summarise_checks(per_prompt)
+    pd.testing.assert_frame_equal(checks.reset_index(), again)

@@ -12,11 +12,18 @@ gradients) runs through :func:`spliced`. Modes, given by a clean pass of the pro
 - **constrained** (``constrained_layers``): the MLP outputs of those layers are replaced by their
   clean values plus the queued decoder contributions, and edits there act on the clean
   activations, so effects cannot propagate through those MLPs (circuit-tracer's
-  ``constrained_layers``). Unlike circuit-tracer, layers outside the range still receive the
-  edits' decoder contributions, as in the unconstrained mode.
+  ``constrained_layers``). The edits write to the MLP outputs of those layers only: outside the
+  range the real MLPs run and already respond to the edit through the residual stream, so adding
+  the decoder's writes there too would count that response twice.
 - ``freeze_attention``: attention patterns are those of the clean run (the attribution tracer's
   frozen attention). When every layer is constrained, norm denominators are frozen too, so
   the pass is the local replacement model's linear map: the effects equal graph edges.
+- ``freeze_norms``: every norm divides by its clean denominator, as in the attribution graph;
+  with ``freeze_attention`` the real MLPs are the only nonlinearity left (the graph's frame).
+- ``replacement``: the local replacement model. Every MLP output is its clean value plus the
+  transcoder's response, ``(a_live - a_clean) W_dec``, with ``a_live`` encoded from the live
+  residual stream (edited entries as edited), so later features respond to an edit through
+  their JumpReLU; attention and every norm are frozen. Its linearisation is the graph.
 - ``freeze_final_norm``: the final norm divides by its clean denominator, as the attribution
   graph's logit nodes do. An edit then cannot rescale every logit by changing the final
   residual's norm (the output "temperature"), an effect the graph holds fixed by construction.
@@ -124,6 +131,7 @@ class Clean(NamedTuple):
     acts: torch.Tensor  # (L, n, F) transcoder activations
     constrained: frozenset[int]  # layers whose MLP outputs are the clean ones
     freeze_attention: bool
+    replacement: bool  # every MLP output: clean + the transcoder's response
     frozen_norms: tuple[tuple[nn.Module, torch.Tensor], ...]  # (norm, clean factor (1, n, 1))
 
 
@@ -140,6 +148,7 @@ class Splice:
     ):
         self.clt, self.edits, self.record, self.clean = clt, edits, record, clean
         self.constrained = clean.constrained if clean is not None else frozenset()
+        self.replacement = clean is not None and clean.replacement
         self.window = slice(-1, None) if last else slice(None)  # the positions the CLT reads
         self.pending: list[torch.Tensor | None] = [None] * clt.n_layers
         self.acts: list[torch.Tensor | None] = [None] * clt.n_layers
@@ -150,31 +159,49 @@ class Splice:
         sparse = isinstance(self.edits, dict) and layer in self.edits
         if self.record or layer in self.constrained:
             self.resid[layer] = hidden[:, self.window].detach()
-        if not (dense or sparse or self.record):
+        if not (dense or sparse or self.record or self.replacement):
             return
         x = hidden[:, self.window]  # (B, n, D)
         acts = self.clt.encode(x.detach().to(self.clt.W_enc.dtype), layer)  # (B, n, F)
         if dense:
             acts = self._dense(layer, acts)
         elif sparse:
-            base = self.clean.acts[layer][None] if layer in self.constrained else acts
-            acts = self._sparse(layer, acts, base)
+            clean_base = layer in self.constrained and not self.replacement
+            base = self.clean.acts[layer][None] if clean_base else acts
+            acts = self._sparse(layer, acts, base, queue=not self.replacement)
+        if self.replacement:
+            self._respond(layer, acts)
         if self.record:
             self.acts[layer] = acts.detach()
 
-    def _sparse(self, layer: int, acts: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    def _sparse(
+        self, layer: int, acts: torch.Tensor, base: torch.Tensor, queue: bool = True
+    ) -> torch.Tensor:
         """Edit entries of ``base`` (the live ``acts`` or the clean ones); the edited values
-        replace those entries of ``acts``."""
+        replace those entries of ``acts`` (``queue``: and their decoder writes are queued)."""
         b, pos, feat, scale, offset = (t.to(acts.device) for t in self.edits[layer])
         old = base[b, pos, feat]
         new = scale.to(old.dtype) * old + offset.to(old.dtype)
         acts = acts.clone()
         acts[b, pos, feat] = new
+        if not queue:
+            return acts
         rows = self.clt.decoder_rows(layer, feat)  # (E, n_targets, D)
         for j, target in enumerate(self.clt.target_layers(layer)):
+            if not self._writes_to(target):
+                continue
             vectors = (new - old)[:, None] * rows[:, j].to(new.dtype)  # (E, D)
             self._queued(target, acts).index_put_((b, pos), vectors, accumulate=True)
         return acts
+
+    def _respond(self, layer: int, acts: torch.Tensor) -> None:
+        """Queue the transcoder's response ``(acts - clean acts) W_dec`` (replacement mode)."""
+        delta = acts - self.clean.acts[layer][None]  # (B, n, F)
+        if not delta.any():
+            return
+        for target in self.clt.target_layers(layer):
+            vectors = delta @ self.clt.decoder_to(layer, target).to(delta.dtype)  # (B, n, D)
+            self._queued(target, acts).add_(vectors)
 
     def _dense(self, layer: int, acts: torch.Tensor) -> torch.Tensor:
         scale, offset = self.edits.scale[:, layer], self.edits.offset[:, layer]  # (B, n, F)
@@ -207,6 +234,11 @@ class Splice:
         if self.pending[layer] is not None:
             new[:, self.window] += self.pending[layer].to(y.dtype)
         return new
+
+    def _writes_to(self, layer: int) -> bool:
+        """Whether queued decoder writes reach ``layer``'s MLP output (constrained: only the
+        constrained layers do)."""
+        return not self.constrained or layer in self.constrained
 
     def _clean_output(self, layer: int, y: torch.Tensor) -> torch.Tensor:
         """The clean MLP output, with the skip path (if any) live."""
@@ -265,6 +297,7 @@ def check_layers(layers: Iterable[int] | None, n_layers: int) -> frozenset[int]:
 
 class Intervener:
     """Runs edits on one prompt in one mode: ``run(edits)`` is one spliced forward pass.
+    ``replacement`` implies every layer constrained, attention and every norm frozen.
 
     ``baseline`` is the pass without edits (same mode, so differences come from the edits only).
     """
@@ -278,6 +311,8 @@ class Intervener:
         freeze_attention: bool = False,
         constrained_layers: Iterable[int] | None = None,
         freeze_final_norm: bool = False,
+        freeze_norms: bool = False,
+        replacement: bool = False,
     ):
         check_eval(model)
         self.adapter = check_transcoder(model, clt)
@@ -285,12 +320,16 @@ class Intervener:
         self.device = next(model.parameters()).device
         self.input_ids = as_input_ids(input_ids).to(self.device)
         check_prompt_length(model, self.n_pos)
-        constrained = check_layers(constrained_layers, clt.n_layers)
-        freeze_norms = constrained == frozenset(range(clt.n_layers))
+        every = frozenset(range(clt.n_layers))
+        constrained = every if replacement else check_layers(constrained_layers, clt.n_layers)
+        freeze_attention = freeze_attention or replacement
+        freeze_norms = freeze_norms or constrained == every
         freeze_final_norm = freeze_final_norm or freeze_norms
         needs_clean = freeze_attention or constrained or freeze_final_norm
         self.clean = (
-            self._record(constrained, freeze_attention, freeze_final_norm, freeze_norms)
+            self._record(
+                constrained, freeze_attention, replacement, freeze_final_norm, freeze_norms
+            )
             if needs_clean
             else None
         )
@@ -301,7 +340,12 @@ class Intervener:
 
     @torch.no_grad()
     def _record(
-        self, constrained: frozenset[int], freeze_attention: bool, final: bool, every: bool
+        self,
+        constrained: frozenset[int],
+        freeze_attention: bool,
+        replacement: bool,
+        final: bool,
+        every: bool,
     ) -> Clean:
         rec = record(self.model, self.input_ids)
         dtype = self.clt.W_enc.dtype
@@ -312,7 +356,7 @@ class Intervener:
         if final:  # the final norm comes last
             pairs = list(zip(self.adapter.all_norms(self.model), rec.norm_scales, strict=True))
             norms = pairs if every else pairs[-1:]
-        return Clean(rec, acts, constrained, freeze_attention, tuple(norms))
+        return Clean(rec, acts, constrained, freeze_attention, replacement, tuple(norms))
 
     @functools.cached_property
     def baseline(self) -> PassOutput:
