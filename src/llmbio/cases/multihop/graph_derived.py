@@ -34,7 +34,7 @@ def find_states(model, clt, tok, prompt: str, cities: dict, examples: pd.DataFra
     frames, graphs = [], {}
     for state, city in sorted(cities.items()):
         nodes, _ = pruned_graph_tables(model, clt, tok, prompt.format(city=city))
-        groups = gs.entity_groups(nodes, examples)
+        groups = gs.entity_groups(nodes, examples, decode=tok.convert_ids_to_tokens)
         node = gs.intermediate_group(groups)
         chosen = set(node.features) if node else set()
         keys = zip(groups["layer"], groups["feature"], strict=True)
