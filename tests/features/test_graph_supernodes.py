@@ -130,7 +130,8 @@ def test_answer_groups_read_promoted_numbers():
 
 def test_precision_recall_counts_truth_in_the_graph_only():
     pr = gs.precision_recall([(0, 1), (0, 2)], [(0, 2), (0, 3), (5, 5)], [(0, 1), (0, 2), (0, 3)])
-    assert pr == {"n_found": 2, "n_truth": 2, "n_hit": 1, "precision": 0.5, "recall": 0.5}
+    assert pr == {"n_found": 2, "n_truth": 2, "n_hit": 1, "precision": 0.5, "recall": 0.5,
+                  "base_rate": 2 / 3}  # fmt: skip
     empty = gs.precision_recall([], [], [(0, 1)])
     assert np.isnan(empty["precision"]) and np.isnan(empty["recall"])
 

@@ -236,7 +236,8 @@ def answer_supernodes(groups: pd.DataFrame) -> dict[str, list[FeatureKey]]:
 
 def precision_recall(found, truth, universe) -> dict[str, float | int]:
     """Precision of ``found`` and recall of ``truth`` within ``universe`` (the features the
-    finder could have picked: the pruned graph's); NaN where undefined."""
+    finder could have picked: the pruned graph's); NaN where undefined. ``base_rate``: the
+    share of the universe in the truth, the precision of a pick at random from it."""
     found, universe = set(found), set(universe)
     truth = set(truth) & universe
     hit = len(found & truth)
@@ -244,6 +245,7 @@ def precision_recall(found, truth, universe) -> dict[str, float | int]:
         "n_found": len(found), "n_truth": len(truth), "n_hit": hit,
         "precision": hit / len(found) if found else float("nan"),
         "recall": hit / len(truth) if truth else float("nan"),
+        "base_rate": len(truth) / len(universe) if universe else float("nan"),
     }  # fmt: skip
 
 

@@ -51,10 +51,14 @@ def summary(graph_swaps: pd.DataFrame, truth_swaps: pd.DataFrame) -> pd.DataFram
 
 
 def draw(scores: pd.DataFrame, summary_table: pd.DataFrame):
-    """Left: precision and recall per path; right: transplant success by groups."""
+    """Left: precision and recall per path (dots: the base rate); right: transplant success
+    by groups."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
     long = scores.melt(id_vars="path", value_vars=["precision", "recall"], var_name="measure")
     sns.barplot(data=long, x="path", y="value", hue="measure", ax=ax1)
+    ax1.scatter(range(len(scores)), scores["base_rate"], color="black", s=12, zorder=3,
+                label="base rate")  # fmt: skip
+    ax1.legend(fontsize=7)
     ax1.set(ylim=(0, 1.05), xlabel="", ylabel='vs operand-plot classes at "="')
     ax1.set_title("Paths read off the 36+59 graph and the atlas", fontsize=9)
     values = ["success_graph", "success_ground_truth"]
