@@ -15,7 +15,11 @@ Tables (``tables/``):
 - ``supernode_nodes`` / ``supernode_edges`` / ``graph_paths``: the 36+59 graph by class;
 - ``interventions``: one row per (experiment, prompt) of :data:`EXPERIMENTS` (decimal, ``base``
   10) and :data:`BASE_EXPERIMENTS` (``base``: the low-order features' period);
-- ``contexts``: each classified feature on counting runs, citations and other text.
+- ``contexts``: each classified feature on counting runs, citations and other text;
+- ``graph_paths_found`` / ``graph_path_scores`` / ``graph_swaps`` / ``graph_swap_summary``: the
+  paper's method tested blind (:mod:`llmbio.cases.arithmetic.graph_derived`): the 36+59
+  graph's features at "=" sorted into paths without operand plots, scored against them, and
+  used in the base-P transplants.
 
 Paths: the paper's 36+59 runs a low-precision path (~36 + ~60 -> ~92) beside a ones-digit
 path (_6 + _9 -> _5). Here ``magnitude`` = sum bands and smooth (blob / tens-pair) lookups;

@@ -6,7 +6,11 @@ Tables (``tables/``): ``swap_calibration`` (swap success on training cities by s
 feature controls), ``swap`` (one row per (city, donor state): the top token after the
 calibrated swap, and after the same swap with random features), ``supernode_nodes`` /
 ``supernode_edges`` (the Dallas graph collapsed into labelled supernodes), ``panel`` (the study
-file's declared interventions on the Dallas prompt).
+file's declared interventions on the Dallas prompt); the paper's method tested blind
+(:mod:`llmbio.cases.multihop.graph_derived`): ``graph_supernodes`` (per state, the features at
+the city token of its donor city's graph, grouped without labels; ``chosen``: the state
+supernode), ``graph_supernode_scores`` (their precision and recall against the labels and the
+contrast supernode), ``graph_swap`` / ``graph_swap_summary`` (the calibrated swap with them).
 
 Each state's features are ranked by contrast on training cities only
 (:mod:`llmbio.cases.multihop.swaps`). The ablation, the graph and the panel use the
