@@ -249,5 +249,21 @@ def precision_recall(found, truth, universe) -> dict[str, float | int]:
     }  # fmt: skip
 
 
+def plot_precision_recall(ax, scores: pd.DataFrame, by: str, measures: list, base_rate: str):
+    """Bars of ``measures`` (precision, recall columns) per ``by``, black dots at the
+    ``base_rate`` column (undefined ones left out: a legend entry of only NaN points breaks
+    matplotlib's layout)."""
+    import seaborn as sns
+
+    long = scores.melt(id_vars=by, value_vars=measures, var_name="measure")
+    long["measure"] = long["measure"].str.replace("_contrast", "")
+    sns.barplot(data=long, x=by, y="value", hue="measure", ax=ax)
+    ok = scores[base_rate].notna().to_numpy()
+    if ok.any():
+        ax.scatter(np.flatnonzero(ok), scores.loc[ok, base_rate], color="black", s=12,
+                   zorder=3, label="base rate")  # fmt: skip
+    ax.legend(fontsize=7)
+
+
 def _keys(table: pd.DataFrame) -> list[FeatureKey]:
     return [(int(la), int(f)) for la, f in zip(table["layer"], table["feature"], strict=True)]

@@ -54,20 +54,22 @@ def draw(scores: pd.DataFrame, summary_table: pd.DataFrame):
     """Left: precision and recall per path (dots: the base rate); right: transplant success
     by groups."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    long = scores.melt(id_vars="path", value_vars=["precision", "recall"], var_name="measure")
-    sns.barplot(data=long, x="path", y="value", hue="measure", ax=ax1)
-    ax1.scatter(range(len(scores)), scores["base_rate"], color="black", s=12, zorder=3,
-                label="base rate")  # fmt: skip
-    ax1.legend(fontsize=7)
+    gs.plot_precision_recall(ax1, scores, "path", ["precision", "recall"], "base_rate")
     ax1.set(ylim=(0, 1.05), xlabel="", ylabel='vs operand-plot classes at "="')
     ax1.set_title("Paths read off the 36+59 graph and the atlas", fontsize=9)
+    if summary_table.empty:  # no 36+59 graph or no transplant plan in this world
+        ax2.text(0.5, 0.5, "no transplant run", ha="center")
+        ax2.set_axis_off()
+        fig.tight_layout()
+        return fig
     values = ["success_graph", "success_ground_truth"]
     bars = summary_table.melt("experiment", values, var_name="groups", value_name="success")
     bars["groups"] = bars["groups"].map(
         {"success_graph": "graph-derived", "success_ground_truth": "operand plots"}
     )
     sns.barplot(data=bars, x="experiment", y="success", hue="groups", ax=ax2)
-    ax2.set(ylim=(0, 1.05), xlabel="", ylabel="answer = donor's sum")
+    ax2.legend(fontsize=7, loc="upper center", ncol=2)
+    ax2.set(ylim=(0, 1.2), xlabel="", ylabel="answer = donor's sum")
     ax2.set_title("Same transplants, graph-derived vs operand-plot groups", fontsize=9)
     fig.tight_layout()
     return fig

@@ -113,13 +113,8 @@ def draw(scores: pd.DataFrame, summary_table: pd.DataFrame):
     """Left: precision and recall per state against the contrast-ranked supernode (dots: the
     base rate), the labelled truth in the title; right: swap success by supernode and split."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=[2, 1])
-    long = scores.melt(id_vars="state", value_vars=["precision_contrast", "recall_contrast"],
-                       var_name="measure")  # fmt: skip
-    long["measure"] = long["measure"].str.replace("_contrast", "")
-    sns.barplot(data=long, x="state", y="value", hue="measure", ax=ax1)
-    ax1.scatter(range(len(scores)), scores["base_rate_contrast"], color="black", s=12,
-                zorder=3, label="base rate")  # fmt: skip
-    ax1.legend(fontsize=7)
+    measures = ["precision_contrast", "recall_contrast"]
+    gs.plot_precision_recall(ax1, scores, "state", measures, "base_rate_contrast")
     ax1.set(ylim=(0, 1.05), xlabel="", ylabel="vs contrast supernode in the graph")
     ax1.tick_params(axis="x", rotation=60, labelsize=7)
     labelled = scores["recall"].dropna()
@@ -138,7 +133,8 @@ def draw(scores: pd.DataFrame, summary_table: pd.DataFrame):
         {"success_graph": "graph-derived", "success_ground_truth": "contrast"}
     )
     sns.barplot(data=bars, x="split", y="success", hue="supernode", ax=ax2)
-    ax2.set(ylim=(0, 1.05), xlabel="", ylabel="swap success (donor capital on top)")
+    ax2.legend(fontsize=7, loc="upper center", ncol=2)
+    ax2.set(ylim=(0, 1.2), xlabel="", ylabel="swap success (donor capital on top)")
     ax2.set_title("The study's calibrated swap", fontsize=9)
     fig.tight_layout()
     return fig
