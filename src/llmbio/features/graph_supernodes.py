@@ -113,7 +113,9 @@ def entity_groups(
         return pd.DataFrame(columns=GROUP_COLUMNS)
     cand = feats[feats["position"] == pos].sort_values("influence", ascending=False)
     own = str(cand["token"].iloc[0]) if len(cand) else ""
-    by_feature = {key: g for key, g in examples.groupby(["layer", "feature"])}
+    keys = pd.MultiIndex.from_arrays([cand["layer"], cand["feature"]])
+    mine = examples[pd.MultiIndex.from_arrays([examples["layer"], examples["feature"]]).isin(keys)]
+    by_feature = {key: g for key, g in mine.groupby(["layer", "feature"])}
     sigs, roles = [], []
     for la, f in zip(cand["layer"], cand["feature"], strict=True):
         ex = by_feature.get((la, f))
@@ -152,13 +154,24 @@ def _components(signatures: list[set | None]) -> list[int]:
     ]
 
 
+def _window_counts(context_ids: pd.Series) -> Counter:
+    """Token id -> number of windows holding it (each window counted once per token)."""
+    if context_ids.empty:
+        return Counter()
+    ids = np.sort(np.stack(context_ids.to_numpy()), axis=1)  # (R, W)
+    first = np.ones_like(ids, dtype=bool)
+    first[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    tokens = ids[first & (ids >= 0)]
+    values, counts = np.unique(tokens, return_counts=True)
+    return Counter(dict(zip(values.tolist(), counts.tolist(), strict=True)))
+
+
 def _themes(out: pd.DataFrame, examples: pd.DataFrame, by_feature: dict, decode) -> list[str]:
     """Per row, its group's most over-represented window token (token features: their own
     top token); lift = share of the group's examples whose window holds the token minus the
     share of all atlas examples whose window does."""
-    windows = [set(map(int, ids)) - {-1} for ids in examples["context_ids"]]
-    base = Counter(t for w in windows for t in w)
-    n_all = max(len(windows), 1)
+    base = _window_counts(examples["context_ids"])
+    n_all = max(len(examples), 1)
     id_to_text = dict(zip(examples["token_id"], examples["token"].astype(str), strict=True))
     names: dict[int, str] = {}
     for gid, g in out[out["group"] >= 0].groupby("group"):
