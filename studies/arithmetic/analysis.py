@@ -15,7 +15,11 @@ Tables (``tables/``):
 - ``supernode_nodes`` / ``supernode_edges`` / ``graph_paths``: the 36+59 graph by class;
 - ``interventions``: one row per (experiment, prompt) of :data:`EXPERIMENTS` (decimal, ``base``
   10) and :data:`BASE_EXPERIMENTS` (``base``: the low-order features' period);
-- ``contexts``: each classified feature on counting runs, citations and other text.
+- ``contexts``: each classified feature on counting runs, citations and other text;
+- ``graph_paths_found`` / ``graph_path_scores`` / ``graph_swaps`` / ``graph_swap_summary``: the
+  paper's method tested blind (:mod:`llmbio.cases.arithmetic.graph_derived`): the 36+59
+  graph's features at "=" sorted into paths without operand plots, scored against them, and
+  used in the base-P transplants.
 
 Paths: the paper's 36+59 runs a low-precision path (~36 + ~60 -> ~92) beside a ones-digit
 path (_6 + _9 -> _5). Here ``magnitude`` = sum bands and smooth (blob / tens-pair) lookups;
@@ -32,6 +36,7 @@ import pandas as pd
 
 from llmbio.attribution.outputs import trace_prompt
 from llmbio.cases.arithmetic import figures as plots
+from llmbio.cases.arithmetic import graph_derived as gd
 from llmbio.cases.arithmetic.experiments import (
     context_activity,
     context_documents,
@@ -41,6 +46,7 @@ from llmbio.cases.arithmetic.experiments import (
     swap_plan,
 )
 from llmbio.cases.arithmetic.operand_plots import CLASSES, classify, synthetic_heatmaps
+from llmbio.features import graph_supernodes as gs
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.studies import StudyContext
 from llmbio.studies.generic import run_declared
@@ -106,6 +112,8 @@ def run(context: StudyContext) -> None:
     swaps = follow_paths(swaps, period)
     context.save_table(swaps.reindex(columns=plots.SWAP_COLUMNS), "interventions")
     log("transplants")
+    graph_derived(context, model, clt, grid, census, period, swaps)
+    log("graph-derived paths")
     corpus = pd.read_parquet(context.run_dir / "corpus.parquet", columns=["task", "text"])
     activity = context_activity(model, clt, tok, context_documents(corpus, N_DOCS), census, grid)
     context.save_table(contexts_table(census, activity), "contexts")
@@ -118,7 +126,32 @@ def run(context: StudyContext) -> None:
     context.draw_figure("interventions", plots.interventions, ["interventions"])
     context.draw_figure("ones_swap_by_delta", plots.ones_swap_by_delta, ["interventions"])
     context.draw_figure("contexts", plots.contexts, ["contexts"])
+    context.draw_figure("graph_paths", gd.draw, ["graph_path_scores", "graph_swap_summary"])
     log("figures; arithmetic analysis")
+
+
+def graph_derived(context: StudyContext, model, clt, grid, census, period, swaps) -> None:
+    """The paper's method, blind: the two paths read off the 36+59 graph and the atlas's
+    output logits (:mod:`llmbio.cases.arithmetic.graph_derived`), then scored against the
+    operand-plot census and used in the base-P transplants (same plan and form)."""
+    nodes_path = context.out_dir / "graphs" / f"{GRAPH_PROMPT}.nodes.parquet"
+    if nodes_path.exists():
+        logits = pd.read_parquet(
+            context.run_dir / "features" / "logits.parquet", columns=gs.LOGIT_COLUMNS
+        )
+        found = gs.answer_groups(pd.read_parquet(nodes_path), logits)
+    else:  # the prompt is outside this world (graph_tables skipped it)
+        found = gs.answer_groups(pd.DataFrame(columns=gs.NODE_COLUMNS), pd.DataFrame(
+            columns=gs.LOGIT_COLUMNS))  # fmt: skip
+    context.save_table(found, "graph_paths_found")
+    context.save_table(gd.score_paths(found, census), "graph_path_scores")
+    experiments = {e: BASE_EXPERIMENTS[e] for e in ("residue_swap", "block_swap")}
+    plan = swap_plan(grid, N_SWAP, SEED, base=period)
+    graph_swaps = swap_experiments(
+        model, clt, grid, plan, gs.answer_supernodes(found), experiments, base=period
+    )
+    context.save_table(graph_swaps, "graph_swaps")
+    context.save_table(gd.summary(graph_swaps, swaps), "graph_swap_summary")
 
 
 def low_order_period(census: pd.DataFrame) -> int:

@@ -6,7 +6,11 @@ Tables (``tables/``): ``swap_calibration`` (swap success on training cities by s
 feature controls), ``swap`` (one row per (city, donor state): the top token after the
 calibrated swap, and after the same swap with random features), ``supernode_nodes`` /
 ``supernode_edges`` (the Dallas graph collapsed into labelled supernodes), ``panel`` (the study
-file's declared interventions on the Dallas prompt).
+file's declared interventions on the Dallas prompt); the paper's method tested blind
+(:mod:`llmbio.cases.multihop.graph_derived`): ``graph_supernodes`` (per state, the features at
+the city token of its donor city's graph, grouped without labels; ``chosen``: the state
+supernode), ``graph_supernode_scores`` (their precision and recall against the labels and the
+contrast supernode), ``graph_swap`` / ``graph_swap_summary`` (the calibrated swap with them).
 
 Each state's features are ranked by contrast on training cities only
 (:mod:`llmbio.cases.multihop.swaps`). The ablation, the graph and the panel use the
@@ -31,7 +35,9 @@ import torch
 
 from llmbio.attribution.outputs import trace_prompt
 from llmbio.attribution.plot import plot_supernode_graph
+from llmbio.cases.multihop import graph_derived as gd
 from llmbio.cases.multihop import swaps as ms
+from llmbio.features import graph_supernodes as gs
 from llmbio.features.supernodes import Supernode, supernode_graph
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
@@ -74,7 +80,9 @@ def run(context: StudyContext) -> None:
     states = ms.supernodes(rankings[CAL_RULE], k)
     context.save_table(members_table(states, CAL_RULE), "state_supernodes")
     context.save_table(ablation_table(model, clt, tok, world, runs, top8, states), "ablation")
-    context.save_table(swap_table(model, clt, tok, world, runs, states, form), "swap")
+    truth_swap = swap_table(model, clt, tok, world, runs, states, form)
+    context.save_table(truth_swap, "swap")
+    graph_derived(context, model, clt, tok, world, runs, (scores, states, form, k, truth_swap))
     graph_tables(context, model, clt, tok, nodes)
     panel, _ = run_interventions(context.study, nodes, model, clt, tok)
     context.save_table(panel, "panel")
@@ -85,6 +93,34 @@ def run(context: StudyContext) -> None:
     context.draw_figure("state_swap", draw_swap, ["swap"])
     context.draw_figure("ablation_by_split", draw_ablation, ["ablation"])
     context.draw_figure("swap_calibration", draw_calibration, ["swap_calibration"])
+    context.draw_figure(
+        "graph_supernodes", gd.draw, ["graph_supernode_scores", "graph_swap_summary"]
+    )
+
+
+def graph_derived(context: StudyContext, model, clt, tok, world: World, runs, truth) -> None:
+    """The paper's method, blind: each state's supernode read off the graph of its donor city
+    (:mod:`llmbio.cases.multihop.graph_derived`), then scored against the labels and swapped as
+    the contrast supernodes are (same form, k and pairs). ``truth``: the label scores, the
+    contrast supernodes, the calibrated form and k, and their swap table."""
+    scores, states, form, k, truth_swap = truth
+    geo = world.geography
+    train = geo.train_cities()
+    donors = {s: min(c for c in train if geo.city_state[c] == s)
+              for s in geo.states if any(geo.city_state[c] == s for c in train)}  # fmt: skip
+    examples = pd.read_parquet(
+        context.run_dir / "features" / "examples.parquet", columns=gs.EXAMPLE_COLUMNS
+    )
+    members, graphs = gd.find_states(model, clt, tok, TWO_HOP_PROMPT, donors, examples)
+    context.save_table(members, "graph_supernodes")
+    context.save_table(
+        gd.score_states(members, graphs, donors, scores, states), "graph_supernode_scores"
+    )
+    found = gd.supernodes(members, k)
+    pairs = swap_pairs(world, runs, {s: found.get(s) for s in geo.states}, runs.cities)
+    graph_swap = gd.swap_rows(model, clt, tok, runs, pairs, form, set(geo.heldout_cities))
+    context.save_table(graph_swap, "graph_swap")
+    context.save_table(gd.summary(graph_swap, truth_swap), "graph_swap_summary")
 
 
 def calibrate(model, clt, tok, world: World, runs: ms.CityRuns, ranking: dict):

@@ -108,6 +108,14 @@ def trace_prompt(
     }
 
 
+def pruned_graph_tables(model, clt, tokenizer, prompt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trace and prune one prompt as :func:`trace_prompt` does; its ``(nodes, edges)`` tables
+    in memory, no file written (for studies that read many graphs)."""
+    ids = torch.tensor(encode(tokenizer, prompt))
+    graph = trace(model, clt, ids, tokenizer=tokenizer, show_progress=False)
+    return graph_tables(graph, prune_graph(graph), tokenizer=tokenizer)
+
+
 def trace_prompts(
     model,
     clt,
