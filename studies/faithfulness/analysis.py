@@ -28,9 +28,10 @@ from scipy.stats import spearmanr
 
 from llmbio.attribution.prune import prune_graph
 from llmbio.attribution.trace import trace
-from llmbio.features.graph_checks import bootstrap_interval, feature_effects, feature_influence
+from llmbio.features.graph_checks import feature_effects, feature_influence
 from llmbio.figures import FIGURE_SEED
 from llmbio.studies import StudyContext
+from llmbio.studies.intervals import bootstrap
 from llmbio.tokenizer import encode
 
 TARGET = 0.7
@@ -138,7 +139,8 @@ def summarise_checks(per_prompt: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for check, (paper, role) in CHECKS.items():
         values = per_prompt[check].dropna()
-        low, high = bootstrap_interval(values.to_numpy(), seed=SEED)
+        # the claims' own interval (llmbio.studies.intervals), so table and audit agree
+        low, high = bootstrap(values.to_numpy(), "median") if len(values) > 1 else (np.nan, np.nan)
         rows.append(dict(
             check=check, role=role, n_prompts=len(values), median=float(values.median()),
             ci_low=low, ci_high=high, paper_value=paper,

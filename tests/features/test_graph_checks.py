@@ -9,7 +9,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from llmbio.attribution.trace import trace
 from llmbio.features.faithfulness import total_effects
-from llmbio.features.graph_checks import bootstrap_interval, feature_effects, feature_influence
+from llmbio.features.graph_checks import feature_effects, feature_influence
 from llmbio.interventions.edits import Edit
 from llmbio.interventions.engine import Intervener
 from llmbio.transcoder.clt import CrossLayerTranscoder
@@ -85,12 +85,3 @@ def test_constrained_influence_equals_edges_with_norms_frozen(setup):
     live = feature_influence(model, clt, graph, sources)
     assert list(live["target"]) == list(exact["target"])
     assert not np.allclose(live["actual"], live["predicted"], rtol=1e-4)
-
-
-def test_bootstrap_interval_is_seeded():
-    values = np.random.default_rng(3).normal(size=25)
-    first = bootstrap_interval(values, seed=7)
-    assert first == bootstrap_interval(values, seed=7)
-    assert first != bootstrap_interval(values, seed=8)
-    assert first[0] < float(np.median(values)) < first[1]
-    assert np.isnan(bootstrap_interval([1.0, np.nan])[0])

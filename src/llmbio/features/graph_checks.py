@@ -24,12 +24,12 @@ time with :class:`~llmbio.interventions.engine.Intervener`):
   attention frozen (MLP outputs in the range are their clean values plus the edit's decoder
   writes, so only direct paths act there; the norms stay live unless ``freeze_norms``).
 
-:func:`bootstrap_interval` gives the seeded percentile intervals the study reports.
+The study's intervals are :func:`llmbio.studies.intervals.bootstrap`, as its claims' are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -153,23 +153,3 @@ def _pre_activations(
         x = out.resid_mid[layer, pos].to(clt.W_enc.dtype)
         values.append(float(clt.pre_activation(x[None], layer)[0, feat]))
     return values
-
-
-def bootstrap_interval(
-    values: Sequence[float],
-    statistic: Callable[[np.ndarray], float] = np.median,
-    n_resamples: int = 2000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Seeded percentile bootstrap interval of ``statistic`` over ``values`` (NaNs dropped);
-    ``(nan, nan)`` for fewer than two values."""
-    x = np.asarray(values, dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(x), size=(n_resamples, len(x)))
-    stats = np.array([statistic(x[d]) for d in draws])
-    tail = (1 - level) / 2
-    return float(np.quantile(stats, tail)), float(np.quantile(stats, 1 - tail))
