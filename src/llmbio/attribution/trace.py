@@ -219,11 +219,11 @@ def _attribute(
     n_nodes = rc.n_cols + len(directions)
     adjacency = torch.zeros(n_nodes, n_nodes, dtype=rc.dtype, device=rc.device)
     _logit_rows(rc, directions, adjacency[rc.n_cols :], batch)
-    if ranking is None or ranking.rows is None:
+    if ranking is None or ranking.chunks is None:
         features = rc.rep.active_features[selected]
         _feature_rows(rc, rc.transcoder, features, adjacency, batch, show_progress)
     else:
-        _gather_rows(ranking, n_active, adjacency[:keep, : rc.n_cols])
+        _gather_rows(ranking, adjacency[:keep, : rc.n_cols])
     return adjacency, selected
 
 
@@ -238,11 +238,17 @@ def _logit_rows(rc: RowComputer, directions: torch.Tensor, out: torch.Tensor, ba
         )
 
 
-def _gather_rows(ranking: Ranking, n_active: int, out: torch.Tensor) -> None:
-    """The ranking's rows (over all active features) restricted to the selected features."""
-    cols = torch.cat([ranking.selected, torch.arange(n_active, ranking.rows.shape[1])])
-    for i in range(0, len(out), 1024):  # in chunks: one full copy would double the memory
-        out[i : i + 1024] = ranking.rows[ranking.row_of[i : i + 1024]][:, cols]
+def _gather_rows(ranking: Ranking, out: torch.Tensor) -> None:
+    """The ranking's rows restricted to the selected features, into ``out`` ``(keep, n_cols)``
+    (zero); a chunk's feature columns are the first active features, so the first selected."""
+    selected, keep = ranking.selected, len(ranking.selected)
+    while ranking.chunks:  # each chunk is released once copied
+        chunk = ranking.chunks.pop()
+        c = chunk.n_feature_cols
+        n_sel = int(torch.searchsorted(selected, torch.tensor(c)))
+        rows = torch.searchsorted(selected, chunk.features)
+        out[rows, :n_sel] = chunk.rows[:, selected[:n_sel]]
+        out[rows, keep:] = chunk.rows[:, c:]
 
 
 def _feature_rows(
