@@ -17,6 +17,7 @@ biases, the MLP outputs at the skipped BOS position). Rows come from :class:`Row
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 
@@ -40,8 +41,10 @@ log = logging.getLogger(__name__)
 
 MAX_DENSE_BYTES = 2**29
 """Largest dense adjacency :func:`trace` builds unasked (~11.5k nodes in float32, a 0.5 GB graph
-file): a 128-token prompt of the organism (~17k active features) must choose a budget, the
-default run's prompts (< 2k) are far below it."""
+file): the default node budget. Tracing, pruning and scoring such a graph peaks at about 2 GB
+(adjacency, one normalised copy, the batched gradients); a 128-token prompt of the organism
+(~20k active features) must choose a budget (``max_feature_nodes``), the default run's prompts
+(< 2k) are far below it."""
 
 
 def prepare_prompt(
@@ -188,15 +191,17 @@ def _feature_budget(
     if max_feature_nodes is not None and max_feature_nodes < 0:
         raise ValueError(f"max_feature_nodes must be >= 0 or None, got {max_feature_nodes}.")
     keep = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
-    n_nodes = keep + (rec.n_layers + 1) * rec.n_pos + n_logits
-    nbytes = n_nodes**2 * torch.promote_types(rec.embed.dtype, torch.float32).itemsize
+    n_other = (rec.n_layers + 1) * rec.n_pos + n_logits
+    itemsize = torch.promote_types(rec.embed.dtype, torch.float32).itemsize
+    nbytes = (keep + n_other) ** 2 * itemsize
     if max_feature_nodes is None and nbytes > max_dense_bytes:
+        fit = max(math.isqrt(max_dense_bytes // itemsize) - n_other, 0)
         raise ValueError(
             f"{n_active} active features over {rec.n_pos} tokens need a "
             f"{nbytes / 2**30:.2f} GiB dense adjacency, over the budget of "
             f"{max_dense_bytes / 2**30:.2f} GiB; keep the most influential ones with "
-            "max_feature_nodes (--max-feature-nodes, trace.max_feature_nodes; e.g. 8192), or "
-            "raise the budget with max_dense_bytes"
+            f"max_feature_nodes (--max-feature-nodes, trace.max_feature_nodes; up to {fit} fit "
+            "the budget), or raise the budget with max_dense_bytes"
         )
     return keep
 
