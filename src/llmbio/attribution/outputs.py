@@ -30,7 +30,7 @@ from llmbio.attribution.export import (
 from llmbio.attribution.graph import Graph
 from llmbio.attribution.plot import plot_graph
 from llmbio.attribution.prune import PrunedGraph, compute_graph_scores, prune_graph
-from llmbio.attribution.trace import trace
+from llmbio.attribution.trace import release_freed_memory, trace
 from llmbio.attribution.viewer import write_graph_html
 from llmbio.figures import draw_figure
 from llmbio.tokenizer import check_prompt_length, encode
@@ -86,6 +86,7 @@ def trace_prompt(
     # before the first file is written, so a failing prompt leaves none of its files
     pruned = prune_graph(graph)
     full, kept = compute_graph_scores(graph), compute_graph_scores(graph, pruned)
+    release_freed_memory()  # their adjacency copies, before the file's serialised copy
     nodes, edges = graph_tables(graph, pruned, tokenizer=tokenizer, feature_labels=feature_labels)
     graph_json = to_circuit_tracer_json(
         graph, pruned, slug=slug, scan=scan, tokenizer=tokenizer, feature_labels=feature_labels
