@@ -62,7 +62,7 @@ def trace_prompt(
     ``save_graph=False`` skips ``<slug>.graph.safetensors`` (the full adjacency, which the
     faithfulness rule reads; ~0.4 GB for a real model's 8k-feature graph). ``graph_file=
     "pruned"`` writes it with only the feature nodes pruning keeps (and every error, token and
-    logit node), so its size follows the pruned graph: a 64-token organism graph is ~2 MB
+    logit node), so its size follows the pruned graph: a 64-token organism graph is under 1 MB
     instead of ~0.5 GB; the faithfulness rule's ``all_active`` sample needs the full one.
     ``scan`` goes into the exported JSON (:func:`llmbio.stages.attribution.graph_scan`).
     """
