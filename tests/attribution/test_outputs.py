@@ -1,11 +1,13 @@
 """The in-memory graph tables are the ones trace_prompt writes."""
 
 import pandas as pd
+import pytest
 import torch
 from tiny_models import random_clt, tiny_model
 
 from llmbio.attribution.graph import Graph
 from llmbio.attribution.outputs import pruned_graph_tables, trace_prompt
+from llmbio.stages.attribution import faithfulness_graphs
 from llmbio.tokenizer import build_tokenizer
 
 
@@ -36,3 +38,13 @@ def test_pruned_graph_file_holds_the_kept_features(tmp_path):
     assert torch.equal(small.active_features, full.active_features[kept])
     size = {k: (tmp_path / k / "cat.graph.safetensors").stat().st_size for k in ("full", "pruned")}
     assert size["pruned"] < size["full"]
+
+
+def test_faithfulness_refuses_a_pruned_graph_file(tmp_path):
+    tok = build_tokenizer(["the cat sat on the mat", "a dog ran"], max_number=5)
+    model, clt = tiny_model("llama"), random_clt()
+    trace_prompt(
+        model, clt, tok, "the cat sat on", tmp_path, "cat", scan="./x", graph_file="pruned"
+    )
+    with pytest.raises(ValueError, match="pruned-graph-file"):
+        faithfulness_graphs(model, clt, tmp_path, tmp_path / "f.parquet", tmp_path / "f.png")
