@@ -61,6 +61,7 @@ def _trace(args, config: RunConfig | None) -> None:
         max_feature_nodes=cfg.trace.max_feature_nodes if budget is None else budget,
         batch_size=cfg.trace.batch_size,
         scan=graph_scan(cfg),
+        graph_file="pruned" if args.pruned_graph_file else "full",
     )
     print(scores.drop(columns=["prompt"]).to_string(index=False))
     print(f"graphs written to {out} (open the .html files in a browser)")
@@ -116,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-feature-nodes", type=int, default=None, help="default: the run's trace config"
     )
     tr.add_argument("--threads", type=int, default=None, help="default: the run's trace.threads")
+    tr.add_argument(
+        "--pruned-graph-file",
+        action="store_true",
+        help="write <slug>.graph.safetensors with only the features pruning keeps (its size "
+        "follows the pruned graph; the full one is what the faithfulness check reads)",
+    )
     tr.set_defaults(func=_trace)
     cmp = sub.add_parser(
         "compare-audits", help="audits of several runs side by side (claims that moved)"

@@ -10,10 +10,12 @@ import torch
 from llmbio.attribution.graph import Graph
 from llmbio.attribution.prune import (
     PrunedGraph,
+    _drop_dangling,
     compute_graph_scores,
     logit_weights,
     node_influence,
     normalize_rows,
+    propagate,
     prune_graph,
     score_threshold,
 )
@@ -125,6 +127,56 @@ def test_prune_graph_invariants():
     small = compute_graph_scores(graph, pruned)
     assert 0 <= small.replacement <= full.replacement <= 1
     assert 0 <= small.completeness <= full.completeness <= 1
+
+
+def _dense_prune(graph: Graph, node_threshold: float, edge_threshold: float):
+    """Node and edge masks written with full N x N temporaries (the formulas as stated)."""
+    weights = logit_weights(graph)
+    influence = propagate(graph.adjacency.abs() / _row_sums(graph.adjacency), weights)
+    node_mask = influence >= score_threshold(influence, node_threshold)
+    node_mask[graph.token_index(0) :] = True
+    pruned = graph.adjacency.clone()
+    pruned[~node_mask], pruned[:, ~node_mask] = 0, 0
+    a_n = pruned.abs() / _row_sums(pruned)
+    scores = a_n * (propagate(a_n, weights) + weights)[:, None]
+    edge_mask = scores >= score_threshold(scores, edge_threshold)
+    _drop_dangling(node_mask, edge_mask, graph)
+    return node_mask, edge_mask
+
+
+def _dense_scores(graph: Graph, node_mask: torch.Tensor) -> tuple[float, float]:
+    error_like = torch.zeros(graph.n_nodes, dtype=torch.bool)
+    error_like[graph.n_features : graph.token_index(0)] = True
+    error_like[: graph.n_features] = ~node_mask[: graph.n_features]
+    cleared = graph.adjacency.clone()
+    cleared[error_like] = 0
+    a_n = cleared.abs() / _row_sums(cleared)
+    weights = logit_weights(graph)
+    influence = propagate(a_n, weights)
+    tokens, errors = influence[graph.token_index(0) : -graph.n_logits].sum(), influence[error_like]
+    replacement = tokens / (tokens + errors.sum())
+    output = (influence + weights) * (cleared != 0).any(dim=1)
+    completeness = ((1 - a_n[:, error_like].sum(dim=1)) * output).sum() / output.sum()
+    return float(replacement), float(completeness)
+
+
+def _row_sums(a: torch.Tensor) -> torch.Tensor:
+    return a.abs().sum(dim=1, keepdim=True).clamp(min=1e-10)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_in_place_pruning_and_scores_equal_dense_formulas(seed):
+    """Pruning and scores normalise one copy in place and select columns a block of rows at a
+    time (a long prompt's graph has GBs of adjacency): the same bits as dense temporaries."""
+    graph = random_graph(n_features=2500, n_pos=8, seed=seed)  # > 1 block of 1024 rows
+    before = graph.adjacency.clone()
+    pruned = prune_graph(graph, 0.8, 0.98)
+    node_mask, edge_mask = _dense_prune(graph, 0.8, 0.98)
+    assert 0 < int(node_mask[: graph.n_features].sum()) < graph.n_features
+    assert torch.equal(pruned.node_mask, node_mask) and torch.equal(pruned.edge_mask, edge_mask)
+    assert compute_graph_scores(graph, pruned) == _dense_scores(graph, node_mask)
+    assert compute_graph_scores(graph) == _dense_scores(graph, torch.ones_like(node_mask))
+    assert torch.equal(graph.adjacency, before)  # the graph is left as it was
 
 
 def test_no_error_edges_gives_perfect_scores():

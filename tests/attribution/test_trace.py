@@ -142,6 +142,22 @@ def test_feature_budget_keeps_exact_rows_of_influential_features(cache_bytes, mo
     assert direct[idx].mean() > direct.mean()
 
 
+def test_budget_row_cache_holds_the_recomputed_rows(monkeypatch):
+    """The ranked rows kept over only the columns each layer reads (the memory-bounded path)
+    give the same adjacency as rows recomputed over the chosen columns."""
+    model, clt = tiny_model("llama"), random_clt()
+    graphs = []
+    for cache_bytes in (0, 2**30):
+        monkeypatch.setattr(budget, "ROW_CACHE_BYTES", cache_bytes)
+        graphs.append(trace(model, clt, IDS, show_progress=False, max_feature_nodes=30))
+    recomputed, cached = graphs
+    assert len(cached.active_features[:, 0].unique()) == clt.n_layers  # every layer's width
+    assert torch.equal(recomputed.active_features, cached.active_features)
+    # the same numbers, summed in other batches: equal to float64 rounding
+    torch.testing.assert_close(recomputed.adjacency, cached.adjacency, rtol=1e-10, atol=1e-12)
+    assert cached.adjacency[: cached.n_features, : cached.n_features].abs().sum() > 0
+
+
 def test_text_prompt_logit_selection_and_targets():
     tok = build_tokenizer(["the cat sat on the mat", "a dog ran"], max_number=5)
     ids, text, tokens = prepare_prompt("the cat sat on", tok)

@@ -11,6 +11,10 @@ only. The logit rows are kept whole, so direct effects on the logits are exact; 
 flat for long prompts, each feature row is kept as its ``ROW_KEEP`` largest normalised entries
 (multi-hop estimates ignore the tail). The exact rows of the chosen features are kept when they fit
 in ``ROW_CACHE_BYTES``; otherwise the caller recomputes them over the chosen columns.
+
+A kept row holds only the columns it can have edges from: a feature of layer ``l`` reads features
+of layers ``< l`` (the first columns, as active features are sorted by layer), errors and tokens,
+so the cache of a 4-layer organism is about half the ``keep x n_cols`` block.
 """
 
 from __future__ import annotations
@@ -28,10 +32,17 @@ MIN_QUEUE = 1024  # ... but at least this many features, to bound the number of 
 ROW_CACHE_BYTES = 2**30  # keep the exact rows of the chosen features if they fit
 
 
+class RowChunk(NamedTuple):
+    """Exact rows of one batch of same-layer features, over the columns they can read."""
+
+    features: torch.Tensor  # (S,) indices into the active features
+    n_feature_cols: int  # c: the rows' first c columns are active features 0..c-1
+    rows: torch.Tensor  # (S, c + (L + 1) * n): those features, then errors and tokens
+
+
 class Ranking(NamedTuple):
     selected: torch.Tensor  # (keep,) indices into the active features, ascending
-    rows: torch.Tensor | None  # (keep, n_cols) exact rows over all columns, if they fit
-    row_of: torch.Tensor  # (keep,) the row in ``rows`` of each selected feature
+    chunks: list[RowChunk] | None  # the selected features' exact rows, if they fit
 
 
 def _normalised(rows: torch.Tensor) -> torch.Tensor:
@@ -96,28 +107,32 @@ def rank_features(
         rc.rows(rc.n_layers, torch.full((len(d),), rc.n_pos - 1), d, logit_rows[i : i + batch])
     store = _InfluenceRows(logit_rows, logit_probs)
     fits = keep * rc.n_cols * rc.dtype.itemsize <= ROW_CACHE_BYTES
-    cache = torch.zeros(keep if fits else batch, rc.n_cols, dtype=rc.dtype, device=rc.device)
-    slot = torch.full((n_active,), -1)
+    buffer = torch.empty(batch, rc.n_cols, dtype=rc.dtype, device=rc.device)
+    # active features of layers < l: the feature columns a layer-l row can have edges from
+    layer_col0 = torch.searchsorted(features[:, 0].contiguous(), torch.arange(rc.n_layers + 1))
+    visited = torch.zeros(n_active, dtype=torch.bool)
+    chunks: list[RowChunk] = []
     bar = tqdm(total=keep, desc="ranking features", disable=not show_progress, leave=False)
     n_visited = 0
     while n_visited < keep:
         influence = store.influence(rc.n_layers)[:n_active]
-        influence[slot >= 0] = -1.0
+        influence[visited] = -1.0
         n_queue = min(max(UPDATE_INTERVAL * batch, MIN_QUEUE), keep - n_visited)
         for chunk in _layer_batches(features, torch.topk(influence, n_queue).indices, batch):
-            rows = cache[n_visited : n_visited + len(chunk)] if fits else cache[: len(chunk)]
-            if not fits:
-                rows.zero_()
+            rows = buffer[: len(chunk)].zero_()
             layer = int(features[chunk[0], 0])
             vectors = rc.rep.encoder_vectors(rc.transcoder, layer, features[chunk])
             rc.rows(layer, features[chunk, 1], vectors, rows)
             store.add(rows, chunk)
-            slot[chunk] = torch.arange(n_visited, n_visited + len(chunk))
+            if fits:
+                c = int(layer_col0[layer])
+                compact = torch.cat([rows[:, :c], rows[:, n_active:]], dim=1)
+                chunks.append(RowChunk(chunk, c, compact))
+            visited[chunk] = True
             n_visited += len(chunk)
             bar.update(len(chunk))
     bar.close()
-    selected = (slot >= 0).nonzero()[:, 0]
-    return Ranking(selected, cache if fits else None, slot[selected])
+    return Ranking(visited.nonzero()[:, 0], chunks if fits else None)
 
 
 def _layer_batches(features: torch.Tensor, idx: torch.Tensor, batch: int) -> list[torch.Tensor]:

@@ -168,10 +168,10 @@ def node_table(
 def edge_table(graph: Graph, pruned: PrunedGraph | None = None) -> pd.DataFrame:
     """The edge table: non-zero edges between kept nodes (columns in the module docstring)."""
     masks = _masks(graph, pruned)
-    keep = masks.node_mask
-    targets, sources = (keep[:, None] & keep[None, :] & (graph.adjacency != 0)).nonzero(
-        as_tuple=True
-    )
+    kept = masks.node_mask.nonzero()[:, 0]
+    # the kept block only: N x N masks of a long prompt's graph take GBs
+    targets, sources = (graph.adjacency[kept][:, kept] != 0).nonzero(as_tuple=True)
+    targets, sources = kept[targets], kept[sources]
     ids = _node_ids(graph)
     return pd.DataFrame(
         {

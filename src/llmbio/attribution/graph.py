@@ -69,6 +69,24 @@ class Graph:
     def logit_index(self, i: int) -> int:
         return self.n_nodes - self.n_logits + i
 
+    def with_features(self, keep: torch.Tensor) -> Graph:
+        """The graph over the feature nodes ``keep`` (ascending indices ``(K',)``) and every
+        error, token and logit node; edges among them unchanged, the others' edges left out."""
+        keep = keep.to(torch.long)
+        nodes = torch.cat([keep, torch.arange(self.n_features, self.n_nodes)])
+        return Graph(
+            prompt=self.prompt,
+            tokens=list(self.tokens),
+            input_ids=self.input_ids,
+            active_features=self.active_features[keep],
+            activation_values=self.activation_values[keep],
+            logit_tokens=self.logit_tokens,
+            logit_probabilities=self.logit_probabilities,
+            adjacency=self.adjacency[nodes][:, nodes],
+            n_layers=self.n_layers,
+            metadata=dict(self.metadata),
+        )
+
     def save(self, path: str | Path) -> None:
         """Write ``path`` (a ``.safetensors`` file holding tensors and JSON metadata)."""
         meta = {

@@ -1,6 +1,7 @@
 """Trace prompts into attribution graphs and write every export of them.
 
-For each prompt ``<slug>`` under ``out_dir``: ``<slug>.graph.safetensors`` (the full graph),
+For each prompt ``<slug>`` under ``out_dir``: ``<slug>.graph.safetensors`` (the full graph, or
+with ``graph_file="pruned"`` only the feature nodes pruning keeps),
 ``<slug>.nodes.parquet`` / ``<slug>.edges.parquet`` (pruned tables, columns documented in
 :mod:`llmbio.attribution.export`), ``<slug>.html`` (offline viewer), ``<slug>.png`` (static
 figure), and ``graph_files/<slug>.json`` (circuit-tracer / Neuronpedia format, with the
@@ -15,6 +16,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 import torch
@@ -25,9 +27,10 @@ from llmbio.attribution.export import (
     to_circuit_tracer_json,
     write_circuit_tracer_files,
 )
+from llmbio.attribution.graph import Graph
 from llmbio.attribution.plot import plot_graph
-from llmbio.attribution.prune import compute_graph_scores, prune_graph
-from llmbio.attribution.trace import trace
+from llmbio.attribution.prune import PrunedGraph, compute_graph_scores, prune_graph
+from llmbio.attribution.trace import release_freed_memory, trace
 from llmbio.attribution.viewer import write_graph_html
 from llmbio.figures import draw_figure
 from llmbio.tokenizer import check_prompt_length, encode
@@ -52,13 +55,19 @@ def trace_prompt(
     save_graph: bool = True,
     *,
     scan: str,
+    graph_file: Literal["full", "pruned"] = "full",
 ) -> dict:
     """Trace, prune, score and export one prompt; returns its row of ``scores.parquet``.
 
     ``save_graph=False`` skips ``<slug>.graph.safetensors`` (the full adjacency, which the
-    faithfulness rule reads; ~0.4 GB for a real model's 8k-feature graph). ``scan`` goes into
-    the exported JSON (:func:`llmbio.stages.attribution.graph_scan`).
+    faithfulness rule reads; ~0.4 GB for a real model's 8k-feature graph). ``graph_file=
+    "pruned"`` writes it with only the feature nodes pruning keeps (and every error, token and
+    logit node), so its size follows the pruned graph: a 64-token organism graph is under 1 MB
+    instead of ~0.5 GB; the faithfulness rule's ``all_active`` sample needs the full one.
+    ``scan`` goes into the exported JSON (:func:`llmbio.stages.attribution.graph_scan`).
     """
+    if graph_file not in ("full", "pruned"):
+        raise ValueError(f"graph_file must be 'full' or 'pruned', got {graph_file!r}.")
     out_dir = Path(out_dir)
     ids = torch.tensor(encode(tokenizer, prompt))
     start = time.perf_counter()
@@ -77,13 +86,14 @@ def trace_prompt(
     # before the first file is written, so a failing prompt leaves none of its files
     pruned = prune_graph(graph)
     full, kept = compute_graph_scores(graph), compute_graph_scores(graph, pruned)
+    release_freed_memory()  # their adjacency copies, before the file's serialised copy
     nodes, edges = graph_tables(graph, pruned, tokenizer=tokenizer, feature_labels=feature_labels)
     graph_json = to_circuit_tracer_json(
         graph, pruned, slug=slug, scan=scan, tokenizer=tokenizer, feature_labels=feature_labels
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     if save_graph:
-        graph.save(out_dir / f"{slug}.graph.safetensors")
+        _graph_file(graph, pruned, graph_file).save(out_dir / f"{slug}.graph.safetensors")
     save_tables(nodes, edges, out_dir / f"{slug}.nodes.parquet", out_dir / f"{slug}.edges.parquet")
     write_circuit_tracer_files(graph_json, out_dir / "graph_files")
     write_graph_html(nodes, edges, out_dir / f"{slug}.html", title=prompt)
@@ -108,6 +118,15 @@ def trace_prompt(
     }
 
 
+def _graph_file(graph: Graph, pruned: PrunedGraph, graph_file: str) -> Graph:
+    if graph_file == "full":
+        return graph
+    kept = graph.with_features(pruned.node_mask[: graph.n_features].nonzero()[:, 0])
+    kept.metadata["pruned_from_n_features"] = graph.n_features
+    kept.metadata["node_threshold"] = pruned.node_threshold
+    return kept
+
+
 def pruned_graph_tables(model, clt, tokenizer, prompt: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Trace and prune one prompt as :func:`trace_prompt` does; its ``(nodes, edges)`` tables
     in memory, no file written (for studies that read many graphs)."""
@@ -126,9 +145,10 @@ def trace_prompts(
     batch_size: int | None = None,
     *,
     scan: str,
+    graph_file: Literal["full", "pruned"] = "full",
 ) -> pd.DataFrame:
     """Trace loaded model + transcoder on every prompt; write and return ``scores.parquet``
-    (``scan``: :func:`llmbio.stages.attribution.graph_scan`).
+    (``scan``: :func:`llmbio.stages.attribution.graph_scan`; ``graph_file``: :func:`trace_prompt`).
 
     Every prompt is checked (vocabulary, length) before the first trace. ``scores.parquet`` is
     written last, under a temporary name moved into place; when a trace fails, an ``out_dir``
@@ -152,6 +172,7 @@ def trace_prompts(
                 max_feature_nodes=max_feature_nodes,
                 batch_size=batch_size,
                 scan=scan,
+                graph_file=graph_file,
             )
             print(
                 f"{row['slug']}: {row['n_features']} features, {row['seconds']:.2f} s, "

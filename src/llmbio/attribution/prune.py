@@ -59,9 +59,13 @@ class GraphScores(NamedTuple):
 
 
 def normalize_rows(adjacency: torch.Tensor) -> torch.Tensor:
-    """``|A|`` with each row scaled to sum to 1; all-zero rows stay zero. ``(N, N) -> (N, N)``."""
+    """``|A|`` with each row scaled to sum to 1; all-zero rows stay zero. ``(N, N) -> (N, N)``.
+
+    One new matrix: the division is in place, so a graph's pruning holds at most one
+    ``N x N`` copy of its adjacency beside it.
+    """
     absolute = adjacency.abs()
-    return absolute / absolute.sum(dim=1, keepdim=True).clamp(min=1e-10)
+    return absolute.div_(absolute.sum(dim=1, keepdim=True).clamp(min=1e-10))
 
 
 def logit_weights(graph: Graph) -> torch.Tensor:
@@ -106,7 +110,7 @@ def edge_influence(adjacency: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     """
     normalized = normalize_rows(adjacency)
     target_influence = propagate(normalized, weights) + weights
-    return normalized * target_influence[:, None]
+    return normalized.mul_(target_influence[:, None])
 
 
 def score_threshold(scores: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -155,6 +159,21 @@ def _drop_dangling(node_mask: torch.Tensor, edge_mask: torch.Tensor, graph: Grap
             return
 
 
+def _edge_mask(
+    adjacency: torch.Tensor, node_mask: torch.Tensor, weights: torch.Tensor, edge_threshold: float
+) -> torch.Tensor:
+    """Edges kept by their :func:`edge_influence` on the node-pruned adjacency ``(N, N)`` bool.
+
+    The pruned copy is normalised and scored in place: one ``N x N`` float copy at a time.
+    """
+    scores = adjacency.abs()
+    scores[~node_mask] = 0
+    scores[:, ~node_mask] = 0
+    scores.div_(scores.sum(dim=1, keepdim=True).clamp(min=1e-10))
+    scores.mul_((propagate(scores, weights) + weights)[:, None])
+    return scores >= score_threshold(scores, edge_threshold)
+
+
 def prune_graph(
     graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98
 ) -> PrunedGraph:
@@ -179,11 +198,7 @@ def prune_graph(
     node_mask = influence >= score_threshold(influence, node_threshold)
     node_mask[graph.n_nodes - graph.n_pos - graph.n_logits :] = True
 
-    pruned_adjacency = graph.adjacency.clone()
-    pruned_adjacency[~node_mask] = 0
-    pruned_adjacency[:, ~node_mask] = 0
-    edge_scores = edge_influence(pruned_adjacency, weights)
-    edge_mask = edge_scores >= score_threshold(edge_scores, edge_threshold)
+    edge_mask = _edge_mask(graph.adjacency, node_mask, weights, edge_threshold)
     _drop_dangling(node_mask, edge_mask, graph)
 
     ordered, order = torch.sort(influence, descending=True)
@@ -245,10 +260,14 @@ def compute_graph_scores(
         raise ValueError(f"convention must be 'paper' or 'circuit_tracer', got {convention!r}.")
     _check_graph(graph)
     error_like = _error_like_mask(graph, masks)
-    adjacency = graph.adjacency.clone()
-    adjacency[error_like] = 0
+    has_input = torch.zeros(graph.n_nodes, dtype=torch.bool)
+    for rows in _row_blocks(graph.n_nodes):
+        has_input[rows] = (graph.adjacency[rows] != 0).any(dim=1)
+    has_input &= ~error_like
+    normalized = graph.adjacency.abs()  # the only N x N copy: cleared and scaled in place
+    normalized[error_like] = 0
+    normalized.div_(normalized.sum(dim=1, keepdim=True).clamp(min=1e-10))
     weights = logit_weights(graph)
-    normalized = normalize_rows(adjacency)
     influence = propagate(normalized, weights)
 
     tokens = slice(graph.token_index(0), graph.token_index(0) + graph.n_pos)
@@ -256,9 +275,16 @@ def compute_graph_scores(
     error_influence = influence[error_like].sum()
     replacement = token_influence / (token_influence + error_influence).clamp(min=1e-30)
 
-    non_error_share = 1 - normalized[:, error_like].sum(dim=1)
+    error_share = torch.empty(graph.n_nodes, dtype=normalized.dtype)
+    for rows in _row_blocks(graph.n_nodes):  # a column selection copies: a block at a time
+        error_share[rows] = normalized[rows][:, error_like].sum(dim=1)
+    non_error_share = 1 - error_share
     output_influence = influence + weights
     if convention == "paper":
-        output_influence = output_influence * (adjacency != 0).any(dim=1)
+        output_influence = output_influence * has_input
     completeness = (non_error_share * output_influence).sum() / output_influence.sum()
     return GraphScores(float(replacement), float(completeness))
+
+
+def _row_blocks(n: int, size: int = 1024) -> list[slice]:
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]

@@ -16,7 +16,10 @@ biases, the MLP outputs at the skipped BOS position). Rows come from :class:`Row
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import math
+import sys
 import time
 from collections.abc import Sequence
 
@@ -40,8 +43,31 @@ log = logging.getLogger(__name__)
 
 MAX_DENSE_BYTES = 2**29
 """Largest dense adjacency :func:`trace` builds unasked (~11.5k nodes in float32, a 0.5 GB graph
-file): a 128-token prompt of the organism (~17k active features) must choose a budget, the
-default run's prompts (< 2k) are far below it."""
+file): the default node budget. Tracing, pruning and scoring such a graph peaks at about 2 GB
+(adjacency, one normalised copy, the batched gradients); a 128-token prompt of the organism
+(~20k active features) must choose a budget (``max_feature_nodes``), the default run's prompts
+(< 2k) are far below it."""
+
+
+def _malloc_trim():
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim if sys.platform == "linux" else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _malloc_trim()
+
+
+def release_freed_memory() -> None:
+    """Give freed heap memory back to the operating system (glibc; elsewhere nothing).
+
+    Batched gradients and ranked rows are tensors of a few to tens of MB, which glibc serves
+    from its heap once its mmap threshold has grown; freed, they stay resident. A 120-token
+    graph left ~0.5 GB so held while its pruning made its own copy of the adjacency.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def prepare_prompt(
@@ -159,6 +185,7 @@ def trace(
         fm.use_skip(rep.skip_fn(transcoder))
         rc = RowComputer(fm, rep, transcoder)
         adjacency, selected = _attribute(rc, directions, logit_probs, keep, batch, show_progress)
+    release_freed_memory()
     return Graph(
         prompt=text,
         tokens=token_strs,
@@ -188,15 +215,17 @@ def _feature_budget(
     if max_feature_nodes is not None and max_feature_nodes < 0:
         raise ValueError(f"max_feature_nodes must be >= 0 or None, got {max_feature_nodes}.")
     keep = n_active if max_feature_nodes is None else min(max_feature_nodes, n_active)
-    n_nodes = keep + (rec.n_layers + 1) * rec.n_pos + n_logits
-    nbytes = n_nodes**2 * torch.promote_types(rec.embed.dtype, torch.float32).itemsize
+    n_other = (rec.n_layers + 1) * rec.n_pos + n_logits
+    itemsize = torch.promote_types(rec.embed.dtype, torch.float32).itemsize
+    nbytes = (keep + n_other) ** 2 * itemsize
     if max_feature_nodes is None and nbytes > max_dense_bytes:
+        fit = max(math.isqrt(max_dense_bytes // itemsize) - n_other, 0)
         raise ValueError(
             f"{n_active} active features over {rec.n_pos} tokens need a "
             f"{nbytes / 2**30:.2f} GiB dense adjacency, over the budget of "
             f"{max_dense_bytes / 2**30:.2f} GiB; keep the most influential ones with "
-            "max_feature_nodes (--max-feature-nodes, trace.max_feature_nodes; e.g. 8192), or "
-            "raise the budget with max_dense_bytes"
+            f"max_feature_nodes (--max-feature-nodes, trace.max_feature_nodes; up to {fit} fit "
+            "the budget), or raise the budget with max_dense_bytes"
         )
     return keep
 
@@ -214,16 +243,17 @@ def _attribute(
     selected, ranking = torch.arange(n_active), None
     if keep < n_active:
         ranking = rank_features(rc, directions, logit_probs, keep, batch, show_progress)
+        release_freed_memory()  # the ranking's gradients, before the adjacency is allocated
         selected = ranking.selected
         rc.set_columns(selected)
     n_nodes = rc.n_cols + len(directions)
     adjacency = torch.zeros(n_nodes, n_nodes, dtype=rc.dtype, device=rc.device)
     _logit_rows(rc, directions, adjacency[rc.n_cols :], batch)
-    if ranking is None or ranking.rows is None:
+    if ranking is None or ranking.chunks is None:
         features = rc.rep.active_features[selected]
         _feature_rows(rc, rc.transcoder, features, adjacency, batch, show_progress)
     else:
-        _gather_rows(ranking, n_active, adjacency[:keep, : rc.n_cols])
+        _gather_rows(ranking, adjacency[:keep, : rc.n_cols])
     return adjacency, selected
 
 
@@ -238,11 +268,17 @@ def _logit_rows(rc: RowComputer, directions: torch.Tensor, out: torch.Tensor, ba
         )
 
 
-def _gather_rows(ranking: Ranking, n_active: int, out: torch.Tensor) -> None:
-    """The ranking's rows (over all active features) restricted to the selected features."""
-    cols = torch.cat([ranking.selected, torch.arange(n_active, ranking.rows.shape[1])])
-    for i in range(0, len(out), 1024):  # in chunks: one full copy would double the memory
-        out[i : i + 1024] = ranking.rows[ranking.row_of[i : i + 1024]][:, cols]
+def _gather_rows(ranking: Ranking, out: torch.Tensor) -> None:
+    """The ranking's rows restricted to the selected features, into ``out`` ``(keep, n_cols)``
+    (zero); a chunk's feature columns are the first active features, so the first selected."""
+    selected, keep = ranking.selected, len(ranking.selected)
+    while ranking.chunks:  # each chunk is released once copied
+        chunk = ranking.chunks.pop()
+        c = chunk.n_feature_cols
+        n_sel = int(torch.searchsorted(selected, torch.tensor(c)))
+        rows = torch.searchsorted(selected, chunk.features)
+        out[rows, :n_sel] = chunk.rows[:, selected[:n_sel]]
+        out[rows, keep:] = chunk.rows[:, c:]
 
 
 def _feature_rows(

@@ -89,6 +89,12 @@ def faithfulness_graphs(
     for path in sorted(Path(graphs_dir).glob("*.graph.safetensors")):
         graph = Graph.load(path)
         name = path.name.removesuffix(".graph.safetensors")
+        if "pruned_from_n_features" in graph.metadata:
+            raise ValueError(
+                f"{path} holds only the pruned graph's features (written with "
+                "--pruned-graph-file); the faithfulness check samples every active feature: "
+                "trace the prompts again without it"
+            )
         kept = kept_feature_nodes(path.with_name(f"{name}.nodes.parquet"), n_features)
         for sample, nodes, final_norm in (
             ("pruned_graph", kept, "live"),
