@@ -263,27 +263,31 @@ def replication_summary(table: pd.DataFrame, n_runs: int) -> str:
 
 
 def draw_replication(claims: pd.DataFrame, table: pd.DataFrame):
-    """The figure of :func:`write_replication`, from its two tables."""
+    """The figure of :func:`write_replication`, from its two tables (central claims starred)."""
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import ListedColormap
 
     runs = list(dict.fromkeys(claims["run"]))
-    labels = claims["study"] + "/" + claims["item"]
+    labels = claims["study"] + "/" + claims["item"] + np.where(claims["central"], " *", "")
     rows = list(dict.fromkeys(labels))
     # 0 fail, 1 pass, 2 not applicable, 3 absent from that run's audit
     code = np.where(claims["status"] == NOT_APPLICABLE, 2, claims["passed"].astype(int))
     grid = pd.Series(code, index=[labels, claims["run"]]).unstack().reindex(rows)[runs]
     central = table[table["level"] == "central"]
     height = max(3.0, 0.16 * len(rows) + 1.5)
-    fig, (left, right) = plt.subplots(
-        1, 2, figsize=(11, height), gridspec_kw={"width_ratios": [max(2, len(runs)), 3]}
+    fig = plt.figure(figsize=(11, height))
+    # the study panel is as tall as its bars need, at the top beside the claim grid
+    bars = min(height - 1.0, 0.4 * len(central) + 1.2)
+    grid_spec = fig.add_gridspec(
+        2, 2, width_ratios=[max(2, len(runs)), 3], height_ratios=[bars, height - bars]
     )
+    left, right = fig.add_subplot(grid_spec[:, 0]), fig.add_subplot(grid_spec[0, 1])
     cmap = ListedColormap(["#d7301f", "#1a9850", "#bdbdbd", "#ffffff"])
     left.imshow(grid.fillna(3).to_numpy(float), cmap=cmap, vmin=0, vmax=3, aspect="auto")
     left.set_xticks(range(len(runs)), ["-".join(r.rsplit("-", 2)[1:]) for r in runs], rotation=90)
     left.set_yticks(range(len(rows)), rows, fontsize=6)
-    left.set_title("claims: pass (green), fail (red), n/a (grey)", fontsize=9)
+    left.set_title("claims (* central): pass green, fail red, n/a grey", fontsize=9)
     y = np.arange(len(central))
     rate = central["pass_rate"].fillna(0).to_numpy()
     err = [rate - central["ci_low"].fillna(0), central["ci_high"].fillna(0) - rate]
@@ -292,7 +296,7 @@ def draw_replication(claims: pd.DataFrame, table: pd.DataFrame):
     right.set_yticks(y, [f"{study} ({k}/{n})" for study, k, n in counts])
     right.set_xlim(0, 1)
     right.invert_yaxis()
-    right.set_xlabel("share of runs where all central claims pass")
+    right.set_xlabel("share of runs where all central claims pass (95% CI)")
     right.set_title("central claims per study", fontsize=9)
     fig.tight_layout()
     return fig
