@@ -4,7 +4,9 @@
 and transcoder and writes the graph, its tables, viewer and figure to ``--out``;
 ``llmbio intervene --run organism --prompt ... --feature 2/117=x-2`` edits features on the
 real forward pass; ``llmbio compare-audits results/a results/b`` shows which claims differ
-between two runs; ``llmbio findings results/organism`` prints the run's findings as Markdown.
+between two runs; ``llmbio findings results/organism`` prints the run's findings as Markdown;
+``llmbio replicate --train-seeds 0 1 2 3 4`` runs the whole DAG once per seed and writes how
+often each claim holds across the runs (``results/<run>-replication/``).
 trace and intervene read the run's recorded ``results/<run>/config.yaml`` (CPU kernels,
 threads, transcoder) unless a flag says otherwise.
 
@@ -97,6 +99,19 @@ def _findings(args, config: RunConfig | None = None) -> None:
     sys.stdout.write(render_findings(args.run_dir, args.studies))
 
 
+def _replicate(args, config: RunConfig | None = None) -> None:
+    from llmbio.replication import run_replication
+
+    out = run_replication(
+        args.configfile,
+        args.train_seeds,
+        args.transcoder_seeds,
+        cores=args.cores,
+        snakemake_args=args.snakemake_args,
+    )
+    print(f"replication tables and figure written to {out}")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = Parser(prog="llmbio", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results root (default: results)")
@@ -133,6 +148,30 @@ def _parser() -> argparse.ArgumentParser:
     fi.add_argument("run_dir", help="run folder holding audit.parquet (e.g. results/organism)")
     fi.add_argument("--studies", default="studies", help="study folders, for their titles")
     fi.set_defaults(func=_findings)
+    rp = sub.add_parser(
+        "replicate",
+        help="the whole DAG once per organism x transcoder seed, and claim pass rates across them",
+    )
+    rp.add_argument(
+        "--configfile", default="config/config.yaml", help="base config (default: %(default)s)"
+    )
+    rp.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="train.seed values, one organism each (default: 0 1 2 3 4)",
+    )
+    rp.add_argument(
+        "--transcoder-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="transcoder.seed values, one transcoder set each (default: 0)",
+    )
+    rp.add_argument("--cores", default="all", help="snakemake --cores (default: all)")
+    rp.add_argument("snakemake_args", nargs="*", help="further snakemake arguments, after --")
+    rp.set_defaults(func=_replicate)
     # its own options are parsed by llmbio.interventions.cli; the run is known here, so that
     # its config (CPU kernels) is read before torch runs
     iv = sub.add_parser("intervene", help="edit features on the real forward pass", add_help=False)
@@ -158,7 +197,7 @@ def _check_arguments(args, rest: list[str]) -> None:
         if len(args.runs) < 2:
             raise UsageError(f"compare-audits needs two or more run folders, got {args.runs}")
         return
-    if args.command == "findings":
+    if args.command in ("findings", "replicate"):
         if rest:
             raise UsageError(f"unrecognised arguments: {' '.join(rest)}")
         return
@@ -196,7 +235,7 @@ def _main(argv: list[str]) -> None:
         args.results = args.intervene_results
     _check_arguments(args, rest)
     config = None
-    if args.command not in ("compare-audits", "findings"):
+    if args.command not in ("compare-audits", "findings", "replicate"):
         from llmbio.run import read_run_config
 
         config = read_run_config(Path(args.results) / args.run)
