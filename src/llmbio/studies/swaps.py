@@ -164,32 +164,61 @@ def activation_changes(
     return list(index), out
 
 
-def _writes(clt, feats: Sequence[FeatureKey], changes: torch.Tensor) -> torch.Tensor:
-    """The change of every layer's MLP output at every position, ``(n_pos, L, D)``."""
-    out = torch.zeros(changes.shape[1], clt.n_layers, clt.d_model, dtype=torch.float64)
-    layers = torch.tensor([la for la, _ in feats], dtype=torch.long)
-    ids = torch.tensor([f for _, f in feats], dtype=torch.long)
-    for layer in layers.unique().tolist():
-        rows = (layers == layer).nonzero()[:, 0]
-        dec = clt.decoder_rows(layer, ids[rows]).detach().double().cpu()  # (K, n_t, D)
-        targets = list(clt.target_layers(layer))
-        out[:, targets] += torch.einsum("kp,ktd->ptd", changes[rows], dec)
-    return out
+class Writes:
+    """The first-order decoder writes of some edits, feature by feature (``acts``: the
+    recipient's clean pass ``(L, n_pos, F)``), so that the write norm of any subset of the
+    edited features is one product: a feature's change of activation (:func:`activation_changes`)
+    times its decoders, padded to every layer's MLP output, summed over the subset."""
+
+    def __init__(self, clt, acts: torch.Tensor, edits: Sequence[Edit]):
+        self.features, self.changes = activation_changes(acts, edits)  # (K, n_pos)
+        self.index = {f: i for i, f in enumerate(self.features)}
+        layers = np.array([la for la, _ in self.features], dtype=np.int64)
+        ids = np.array([f for _, f in self.features], dtype=np.int64)
+        self.changes = self.changes.numpy()
+        self.decoders = _padded_decoders(clt)[layers, ids]  # (K, L * D)
+
+    def vector(self, features: Iterable[FeatureKey]) -> np.ndarray:
+        """The subset's write change ``(n_pos, L * D)``. numpy's einsum, not a BLAS product: a
+        matched control draws thousands of these small products, and a threaded BLAS on busy
+        cores spends ~100x their arithmetic waiting."""
+        idx = [self.index[f] for f in features]
+        return np.einsum("kp,kd->pd", self.changes[idx], self.decoders[idx])
+
+    def norm(self, features: Iterable[FeatureKey] | None = None) -> float:
+        """The subset's write norm (default: every edited feature)."""
+        return float(np.linalg.norm(self.vector(self.features if features is None else features)))
+
+    def own(self) -> dict[FeatureKey, float]:
+        """Each feature's own write norm."""
+        norms = np.linalg.norm(self.changes, axis=1) * np.linalg.norm(self.decoders, axis=1)
+        return dict(zip(self.features, norms.tolist(), strict=True))
+
+
+@functools.lru_cache(maxsize=1)
+def _padded_decoders(clt) -> np.ndarray:
+    """Every feature's decoders into every layer's MLP output, zero where it does not write,
+    ``(L, F, L * D)`` float64 (a few MB for the organism's transcoder; the last transcoder's
+    kept, so one whose weights change in place afterwards needs ``_padded_decoders.cache_clear``).
+    """
+    L, D = clt.n_layers, clt.d_model
+    out = np.zeros((L, clt.n_features, L, D))
+    for layer in range(L):
+        w = clt.W_dec[layer].detach().double().cpu().numpy()  # (F, n_targets, D)
+        out[layer][:, list(clt.target_layers(layer))] = w
+    return out.reshape(L, clt.n_features, L * D)
 
 
 def write_norm(clt, acts: torch.Tensor, edits: Sequence[Edit]) -> float:
     """L2 norm of the change the edits make to the residual stream through the transcoder's
     decoder writes (every target layer, every position), to first order."""
-    feats, changes = activation_changes(acts, edits)
-    return float(_writes(clt, feats, changes).norm()) if feats else 0.0
+    return Writes(clt, acts, edits).norm()
 
 
 def feature_write_norms(clt, acts: torch.Tensor, edits: Sequence[Edit]) -> dict[FeatureKey, float]:
     """Each edited feature's own :func:`write_norm`: its change's norm over positions times its
     concatenated decoder's norm."""
-    dec = clt.decoder_norms().detach().double().cpu()
-    feats, changes = activation_changes(acts, edits)
-    return {f: float(d.norm() * dec[f]) for f, d in zip(feats, changes, strict=True)}
+    return Writes(clt, acts, edits).own()
 
 
 def matched_random(

@@ -41,12 +41,11 @@ from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
 from llmbio.studies.swaps import (
     MATCH_DRAWS,
+    Writes,
     active_features,
     complement,
-    feature_write_norms,
     matched_random,
     random_features,
-    write_norm,
 )
 
 RULES = ("max", "mean")  # contrast rankings, see state_rankings
@@ -225,15 +224,23 @@ def matched_swap(
     as much. Returns the control and its whole write norm over the swap's."""
     rec = runs.acts[swap.recipient]
     pool = sorted(active_features([rec, runs.acts[swap.donor]]) - {*swap.removed, *swap.added})
+    # each feature's change depends only on its role, so one pass per role serves every subset
+    every = tuple(dict.fromkeys([*swap.removed, *swap.added, *pool]))
+    writes = {
+        role: Writes(clt, rec, swap_edits(runs, _with(swap, *one), form))
+        for role, one in (("removed", (every, ())), ("added", ((), every)))
+    }
 
     def norms(feats, role: str) -> dict:
-        one = (tuple(feats), ()) if role == "removed" else ((), tuple(feats))
-        return feature_write_norms(clt, rec, swap_edits(runs, _with(swap, *one), form))
+        own = writes[role].own()
+        return {f: own[f] for f in feats}
 
     def total(removed, added) -> float:
-        return write_norm(
-            clt, rec, swap_edits(runs, _with(swap, tuple(removed), tuple(added)), form)
-        )
+        if FORMS[form][0] == "copy":  # one edit: a member of both is copied once
+            return writes["added"].norm(dict.fromkeys([*removed, *added]))
+        scaled = [f for f in removed if f not in set(added)]  # the injection overrides
+        vec = writes["removed"].vector(scaled) + writes["added"].vector(added)
+        return float(np.linalg.norm(vec))
 
     # a feature of both supernodes keeps one stand-in; in the copy forms both roles are one edit
     if FORMS[form][0] == "copy":
