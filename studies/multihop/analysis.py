@@ -426,9 +426,11 @@ def draw_controls_by_k(by_k: pd.DataFrame):
     ax.set_xscale("log", base=2)
     ax.set(ylim=(-0.02, 1.02), xlabel="supernode size k (features per state)",
            ylabel="swap success (all pairs)")  # fmt: skip
-    ratio = by_k.loc[by_k["control"] == "matched_random", "median_norm_ratio"]
-    ax.set_title(f"State swap vs matched random features (median write-norm ratio "
-                 f"{ratio.median():.2f})", fontsize=9)  # fmt: skip
+    ratios = by_k[by_k["control"] == "matched_random"]
+    ratios = ", ".join(f"k={k}: {r:.2f}" for k, r in zip(ratios["k"], ratios["median_norm_ratio"],
+                                                          strict=True))  # fmt: skip
+    ax.set_title(f"State swap vs matched random features\n(median write-norm ratio {ratios})",
+                 fontsize=9)  # fmt: skip
     fig.tight_layout()
     return fig
 
