@@ -10,7 +10,10 @@ file's declared interventions on the Dallas prompt); the paper's method tested b
 (:mod:`llmbio.cases.multihop.graph_derived`): ``graph_supernodes`` (per state, the features at
 the city token of its donor city's graph, grouped without labels; ``chosen``: the state
 supernode), ``graph_supernode_scores`` (their precision and recall against the labels and the
-contrast supernode), ``graph_swap`` / ``graph_swap_summary`` (the calibrated swap with them).
+contrast supernode), ``graph_swap`` / ``graph_swap_summary`` (the calibrated swap with them);
+controls matched to the calibrated swap (:func:`control_tables`): ``swap_controls`` (per pair:
+matched random features and the complement), ``wrong_donor`` (per city: a donor of its own
+state), ``control_by_k`` (the swap and its matched control at each calibrated size).
 
 Each state's features are ranked by contrast on training cities only
 (:mod:`llmbio.cases.multihop.swaps`). The ablation, the graph and the panel use the
@@ -49,7 +52,7 @@ from llmbio.studies.experiments import (
     run_interventions,
 )
 from llmbio.studies.generic import run_declared
-from llmbio.studies.swaps import calibration_grid, choose, plot_calibration
+from llmbio.studies.swaps import calibration_grid, choose, plot_calibration, same_class_donor
 from llmbio.world import World
 from llmbio.world.geography import TWO_HOP_PROMPT
 
@@ -82,6 +85,9 @@ def run(context: StudyContext) -> None:
     context.save_table(ablation_table(model, clt, tok, world, runs, top8, states), "ablation")
     truth_swap = swap_table(model, clt, tok, world, runs, states, form)
     context.save_table(truth_swap, "swap")
+    controls = control_tables(model, clt, tok, world, runs, (rankings[CAL_RULE], grid, form, k))
+    for name, table in controls.items():
+        context.save_table(table, name)
     graph_derived(context, model, clt, tok, world, runs, (scores, states, form, k, truth_swap))
     graph_tables(context, model, clt, tok, nodes)
     panel, _ = run_interventions(context.study, nodes, model, clt, tok)
@@ -96,6 +102,7 @@ def run(context: StudyContext) -> None:
     context.draw_figure(
         "graph_supernodes", gd.draw, ["graph_supernode_scores", "graph_swap_summary"]
     )
+    context.draw_figure("swap_controls_by_k", draw_controls_by_k, ["control_by_k"])
 
 
 def graph_derived(context: StudyContext, model, clt, tok, world: World, runs, truth) -> None:
@@ -252,6 +259,90 @@ def swap_table(model, clt, tok, world: World, runs, nodes: dict, form: str) -> p
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
 
 
+def control_tables(model, clt, tok, world: World, runs, chosen) -> dict[str, pd.DataFrame]:
+    """The calibrated swap's matched controls (:mod:`llmbio.studies.swaps`), on the swap
+    table's pairs: ``swap_controls`` (per pair: the swap, its matched random control with its
+    write-norm ratio, its complement), ``wrong_donor`` (per city: the same edit with a training
+    city of its own state as donor; ``changed``: the top token moved), ``control_by_k``
+    (success of the swap and its matched control at each calibrated size, same form).
+    ``chosen``: the ranking, calibration grid, form and k."""
+    ranking, grid, form, k = chosen
+    geo = world.geography
+    held = set(geo.heldout_cities)
+    ids = functools.partial(tok.convert_tokens_to_ids)
+
+    def outcomes(swaps) -> list[int]:
+        return ms.swap_outcomes(model, clt, runs, swaps, form).argmax(-1).tolist()
+
+    by_k, out = [], {}
+    for size in sorted({*grid["k"].astype(int), k}) if len(grid) else [k]:
+        if size > k:
+            continue
+        pairs = swap_pairs(world, runs, ms.supernodes(ranking, size), runs.cities)
+        rng = np.random.default_rng(SEED)
+        swaps = [p["swap"] for p in pairs]
+        matched = [ms.matched_swap(clt, runs, s, form, rng) for s in swaps]
+        tops = outcomes(swaps + [m for m, _ in matched])
+        want = [ids(p["donor_capital"]) for p in pairs]
+        hit = np.array([t == w for t, w in zip(tops, want + want, strict=True)], dtype=bool)
+        ratios = np.array([r for _, r in matched], dtype=float)
+        for control, hits in (
+            ("supernode", hit[: len(pairs)]),
+            ("matched_random", hit[len(pairs) :]),
+        ):
+            by_k.append({"k": size, "control": control, "n_cases": len(pairs),
+                         "success_rate": float(hits.mean()) if len(hits) else float("nan"),
+                         "median_norm_ratio": float(np.median(ratios)) if control != "supernode"
+                         and len(ratios) else 1.0})  # fmt: skip
+        if size != k:
+            continue
+        comp = [ms.complement_swap(runs, s) for s in swaps]
+        c_tops = outcomes(comp)
+        out["swap_controls"] = pd.DataFrame([{
+            **{c: v for c, v in p.items() if c != "swap"}, "form": form,
+            "split": "heldout" if p["city"] in held else "seen",
+            "n_features": len(set(s.removed) | set(s.added)),
+            "success": bool(hit[j]),
+            "matched_n_features": len(set(m.removed) | set(m.added)),
+            "matched_norm_ratio": r, "matched_success": bool(hit[len(pairs) + j]),
+            "complement_n_features": len(c.removed) + len(c.added),
+            "complement_top": tok.convert_ids_to_tokens(ct),
+            "complement_success": ct == want[j],
+            "complement_keeps_answer": ct == runs.top[s.recipient],
+        } for j, (p, s, (m, r), c, ct) in enumerate(zip(pairs, swaps, matched, comp, c_tops,
+                                                         strict=True))])  # fmt: skip
+        nodes = ms.supernodes(ranking, size)
+        out["wrong_donor"] = wrong_donor_table(tok, world, runs, nodes, form, outcomes)
+    out["control_by_k"] = pd.DataFrame(by_k)
+    return out
+
+
+def wrong_donor_table(tok, world: World, runs, nodes: dict, form: str, outcomes) -> pd.DataFrame:
+    """Per city: the calibrated edit of its state's supernode with a donor of the same state
+    (:func:`llmbio.studies.swaps.same_class_donor` among training cities); cities whose state
+    has no other training city or no supernode are left out."""
+    geo = world.geography
+    held = set(geo.heldout_cities)
+    rows, swaps = [], []
+    for city in runs.cities:
+        state = geo.city_state[city]
+        donor = same_class_donor(city, geo.city_state, geo.train_cities())
+        if donor is None or nodes.get(state) is None:
+            continue
+        feats = tuple(nodes[state].features)
+        swaps.append(ms.Swap(runs.index(city), runs.index(donor), feats, feats))
+        top = tok.convert_ids_to_tokens(runs.top[runs.index(city)])
+        rows.append({"city": city, "state": state, "donor_city": donor, "form": form,
+                     "split": "heldout" if city in held else "seen", "n_features": len(feats),
+                     "baseline_top": top})  # fmt: skip
+    cols = ["city", "state", "donor_city", "form", "split", "n_features", "baseline_top"]
+    table = pd.DataFrame(rows, columns=cols)
+    tops = outcomes(swaps) if swaps else []
+    table["top_after"] = tok.convert_ids_to_tokens(tops)
+    table["changed"] = table["top_after"] != table["baseline_top"]
+    return table
+
+
 def graph_tables(context: StudyContext, model, clt, tok, nodes: dict) -> None:
     prompt = next(p for p in context.prompts("organism") if p.id == "dallas")
     graphs = context.out_dir / "graphs"
@@ -320,6 +411,26 @@ def draw_ablation(ablation: pd.DataFrame):
     )
     ax.set(ylabel="relative drop of P(capital)", xlabel="", ylim=(-0.05, 1.05))
     ax.set_title(f"State supernode (top {TOP_K}) x(-2); grey: {TOP_K} random features", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def draw_controls_by_k(by_k: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    if by_k.empty:
+        ax.text(0.5, 0.5, "no swap case", ha="center")
+        ax.set_axis_off()
+        return fig
+    sns.lineplot(data=by_k, x="k", y="success_rate", hue="control", marker="o", ax=ax,
+                 errorbar=None)  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set(ylim=(-0.02, 1.02), xlabel="supernode size k (features per state)",
+           ylabel="swap success (all pairs)")  # fmt: skip
+    ratios = by_k[by_k["control"] == "matched_random"]
+    ratios = ", ".join(f"k={k}: {r:.2f}" for k, r in zip(ratios["k"], ratios["median_norm_ratio"],
+                                                          strict=True))  # fmt: skip
+    ax.set_title(f"State swap vs matched random features\n(median write-norm ratio {ratios})",
+                 fontsize=9)  # fmt: skip
     fig.tight_layout()
     return fig
 

@@ -20,7 +20,12 @@ state), at every position from the city token on, in one of two forms:
   paper injects at 2x; the copy of the recipient's own features, near zero, stays near zero).
 
 The *control* repeats a swap with random features: as many as the swap edits, drawn among the
-features active on the recipient or donor prompt that belong to neither supernode.
+features active on the recipient or donor prompt that belong to neither supernode. Controls
+matched to the swap (:mod:`llmbio.studies.swaps`): :func:`matched_swap` (as many random
+features, each changing the residual stream by about as much as its member),
+:func:`complement_swap` (every other active feature at the city token, the supernodes held at
+the recipient's values); the wrong-donor control is a :class:`Swap` whose donor is a city of
+the recipient's own state.
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ import torch
 from llmbio.features.supernodes import Supernode
 from llmbio.interventions import Edit
 from llmbio.interventions.batched import run_batch
-from llmbio.studies.swaps import random_features
+from llmbio.studies.swaps import (
+    MATCH_DRAWS,
+    Writes,
+    active_features,
+    complement,
+    matched_random,
+    random_features,
+)
 
 RULES = ("max", "mean")  # contrast rankings, see state_rankings
 # swap forms (see the module docstring): name -> (kind, multiplier of the donor values)
@@ -127,15 +139,32 @@ class Swap:
     donor: int
     removed: tuple  # (layer, feature) of the recipient state's supernode
     added: tuple  # (layer, feature) of the donor state's supernode
+    # positions edited (default: from the city token on) and features held at the recipient's
+    # own values there (the complement control)
+    positions: tuple | None = None
+    held: tuple = ()
 
 
 def swap_edits(runs: CityRuns, swap: Swap, form: str) -> list[Edit]:
-    """The edits of one swap, from the recipient's city token to the end."""
+    """The edits of one swap, at its positions (default: from the recipient's city token to
+    the end); its held features then set to the recipient's own values from the city token on.
+    """
     start, n = runs.starts[swap.recipient], runs.ids.shape[1]
-    positions = tuple(range(start, n))
-    donor = runs.acts[swap.donor]  # (L, n, F)
+    positions = tuple(range(start, n)) if swap.positions is None else swap.positions
     if form not in FORMS:
         raise ValueError(f"unknown swap form {form!r}; expected one of {list(FORMS)}")
+    edits = _moved(runs, swap, form, positions)
+    if swap.held:
+        node, rec = _node("held", swap.held), runs.acts[swap.recipient]
+        layers, idx = (torch.tensor(c) for c in zip(*swap.held, strict=True))
+        for p in range(start, n):
+            edits.append(Edit.inject(node, rec[layers, p, idx], 1.0, positions=(p,)))
+    return edits
+
+
+def _moved(runs: CityRuns, swap: Swap, form: str, positions: tuple) -> list[Edit]:
+    start = runs.starts[swap.recipient]
+    donor = runs.acts[swap.donor]  # (L, n, F)
     kind, mult = FORMS[form]
     edits = []
     if kind == "max":
@@ -184,3 +213,81 @@ def control_swap(runs: CityRuns, swap: Swap, rng: np.random.Generator) -> Swap:
     )
     cut = min(len(swap.removed), len(pick))
     return Swap(swap.recipient, swap.donor, tuple(pick[:cut]), tuple(pick[cut:]))
+
+
+def matched_swap(
+    clt, runs: CityRuns, swap: Swap, form: str, rng: np.random.Generator
+) -> tuple[Swap, float]:
+    """The swap's matched random control (:func:`llmbio.studies.swaps.matched_random`): each
+    member of either supernode replaced by a feature active on the recipient or donor prompt
+    outside both, whose own edit in the same role and form changes the residual stream by about
+    as much. Returns the control and its whole write norm over the swap's."""
+    rec = runs.acts[swap.recipient]
+    pool = sorted(active_features([rec, runs.acts[swap.donor]]) - {*swap.removed, *swap.added})
+    # each feature's change depends only on its role, so one pass per role serves every subset
+    every = tuple(dict.fromkeys([*swap.removed, *swap.added, *pool]))
+    writes = {
+        role: Writes(clt, rec, swap_edits(runs, _with(swap, *one), form))
+        for role, one in (("removed", (every, ())), ("added", ((), every)))
+    }
+
+    def norms(feats, role: str) -> dict:
+        own = writes[role].own()
+        return {f: own[f] for f in feats}
+
+    def total(removed, added) -> float:
+        if FORMS[form][0] == "copy":  # one edit: a member of both is copied once
+            return writes["added"].norm(dict.fromkeys([*removed, *added]))
+        scaled = [f for f in removed if f not in set(added)]  # the injection overrides
+        vec = writes["removed"].vector(scaled) + writes["added"].vector(added)
+        return float(np.linalg.norm(vec))
+
+    # a feature of both supernodes keeps one stand-in; in the copy forms both roles are one edit
+    if FORMS[form][0] == "copy":
+        groups = [("added", tuple(dict.fromkeys([*swap.removed, *swap.added])))]
+    else:
+        extra = tuple(f for f in swap.added if f not in set(swap.removed))
+        groups = [("removed", swap.removed), ("added", extra)]
+    target = total(swap.removed, swap.added)
+    pool_norms = {role: norms(pool, role) for role, _ in groups}
+    member_norms = [norms(members, role) if members else {} for role, members in groups]
+    best, ratio = None, float("nan")
+    for _ in range(MATCH_DRAWS):  # the roles drawn together, the whole edit's norm compared
+        stand_in: dict = {}
+        for (role, members), own in zip(groups, member_norms, strict=True):
+            if not members:
+                continue
+            taken = set(stand_in.values())
+            rest = {f: v for f, v in pool_norms[role].items() if f not in taken}
+            picks, _ = matched_random(own, rest, lambda c: 1.0, rng, draws=1)  # norm: below
+            stand_in.update(picks)
+        removed = tuple(stand_in[f] for f in swap.removed if f in stand_in)
+        added = tuple(stand_in[f] for f in swap.added if f in stand_in)
+        r = total(removed, added) / target if target > 0 else float("nan")
+        if best is None or abs(np.log(r + 1e-12)) < abs(np.log(ratio + 1e-12)):
+            best, ratio = (removed, added), r
+    if best is None:
+        return _with(swap, (), ()), ratio
+    removed, added = best
+    return _with(swap, tuple(removed), tuple(added)), ratio
+
+
+def _with(swap: Swap, removed: tuple, added: tuple) -> Swap:
+    return Swap(swap.recipient, swap.donor, removed, added, swap.positions, swap.held)
+
+
+def complement_swap(runs: CityRuns, swap: Swap) -> Swap:
+    """The swap's complement control: every other feature active on the recipient or donor
+    prompt at the site's positions before the last (at the last, the answer's own features
+    would be copied), moved in the same form, with both supernodes held at the recipient's own
+    values from the city token on. Features the recipient has there take the removed role."""
+    start, n = runs.starts[swap.recipient], runs.ids.shape[1]
+    site = tuple(range(start, n - 1))
+    rec, donor = runs.acts[swap.recipient], runs.acts[swap.donor]
+    d_site = [runs.starts[swap.donor] + (p - start) for p in site]
+    supernodes = {*swap.removed, *swap.added}
+    feats = complement([rec[:, list(site)], donor[:, d_site]], supernodes, range(len(site)))
+    own = active_features([rec], site)
+    removed = tuple(f for f in feats if f in own)
+    added = tuple(f for f in feats if f not in own)
+    return Swap(swap.recipient, swap.donor, removed, added, site, tuple(sorted(supernodes)))
