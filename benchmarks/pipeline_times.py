@@ -106,8 +106,10 @@ def critical_path(jobs: pd.DataFrame, edges: list[tuple[str, str]]) -> list[str]
             best[job] = (length + seconds.get(job, 0.0), [*chain, job])
         return best[job]
 
-    everything = {j for e in edges for j in e} | set(seconds)
-    return max((longest(j) for j in everything), key=lambda c: c[0])[1]
+    everything = sorted({j for e in edges for j in e} | set(seconds))
+    # on a tie (jobs without a benchmark add 0 s) the chain that reaches further wins, so the
+    # answer does not depend on the order of a set
+    return max((longest(j) for j in everything), key=lambda c: (c[0], len(c[1])))[1]
 
 
 def print_critical_path(jobs: pd.DataFrame, edges: list[tuple[str, str]], total: float) -> None:
