@@ -18,6 +18,8 @@ import platform
 import sys
 from pathlib import Path
 
+from llmbio.environment import cpu_model
+
 RECORD = Path(__file__).with_name("fingerprints.json")
 ARTIFACTS = [  # in the DAG's order
     "corpus.parquet",
@@ -66,19 +68,6 @@ def _machine() -> str:
     import torch
 
     return (
-        f"{platform.machine()}, {_cpu_model()}, torch {torch.__version__}, "
+        f"{platform.machine()}, {cpu_model()}, torch {torch.__version__}, "
         f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}"
     )
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

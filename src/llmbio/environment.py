@@ -30,7 +30,7 @@ def describe_environment() -> dict[str, str | int | None]:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_vector_units": _vector_units(),
         "cpu_cores": os.cpu_count(),
         "cpu_cores_usable": usable,  # a container or taskset may allow fewer than the CPU has
@@ -63,7 +63,8 @@ def read_environment(run_dir: str | Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name."""
     # /proc/cpuinfo names the model on Linux; platform.processor() is often empty there
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
